@@ -1,0 +1,202 @@
+//! `POST /v1/chat/completions`: validate, check input with every guard, call
+//! the upstream, pass the answer through the output filters.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::filters::{FilterChain, OutputBlock, check_input};
+use super::request::ParsedChat;
+use super::stream;
+use crate::error::ApiError;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+pub async fn chat_completions(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let request_id = request_id(&headers);
+    let mut resp = match handle(&app, &request_id, body, started).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status.is_server_error() {
+                tracing::warn!(%request_id, status = %e.status, error = %e.message, "request failed");
+            }
+            e.into_response()
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    resp
+}
+
+/// The client's `X-Request-Id` when it is sane, else a fresh one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+async fn handle(
+    app: &Arc<AppState>,
+    request_id: &str,
+    body: Result<Bytes, BytesRejection>,
+    started: Instant,
+) -> Result<Response, ApiError> {
+    let raw = body.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large(app.settings.max_body_bytes)
+        } else {
+            ApiError::bad_request(format!("Could not read the request body: {rej}"))
+        }
+    })?;
+    let mut req = ParsedChat::parse(&raw, request_id)?;
+    let set = app.registry.current();
+
+    if let Some(agent) = req.model.strip_prefix("agent:") {
+        if !set.agents.contains_key(agent) {
+            return Err(ApiError::model_not_found(&req.model));
+        }
+        return Err(ApiError::not_implemented(format!(
+            "Agent `{agent}` is loaded, but running agents is not available in this build yet."
+        )));
+    }
+    if app.upstream.has_model(&req.model, &app.metrics).await == Some(false) {
+        return Err(ApiError::model_not_found(&req.model));
+    }
+
+    check_input(&set, &mut req, &app.metrics).await?;
+
+    if req.stream {
+        // Always ask for usage (for metrics); it reaches the client only if asked.
+        let opts = req
+            .body
+            .entry("stream_options")
+            .or_insert_with(|| json!({}));
+        if let Value::Object(o) = opts {
+            o.insert("include_usage".into(), Value::Bool(true));
+        }
+    }
+    let upstream_body = Bytes::from(
+        serde_json::to_vec(&req.body).map_err(|e| ApiError::internal(e.to_string()))?,
+    );
+    let resp = app
+        .upstream
+        .chat(upstream_body, request_id, &app.metrics)
+        .await?;
+
+    if req.stream {
+        let chains_needed = set.guards.iter().any(|g| g.info.filters_output);
+        return Ok(stream::relay(
+            app.clone(),
+            set,
+            req,
+            resp,
+            started,
+            chains_needed,
+        ));
+    }
+
+    let body = app.upstream.read_body(resp, &app.metrics).await?;
+    let mut answer: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_gateway(format!("The upstream's answer is not JSON: {e}")))?;
+    record_usage(app, &answer);
+    filter_whole_answer(app, &set, &req, &mut answer).await?;
+    Ok((StatusCode::OK, axum::Json(answer)).into_response())
+}
+
+/// Non-streamed answers pass the same output filters, each choice through
+/// its own chain. A block keeps what was emitted before it and sets
+/// `finish_reason: "content_filter"`.
+async fn filter_whole_answer(
+    app: &Arc<AppState>,
+    set: &crate::registry::ComponentSet,
+    req: &ParsedChat,
+    answer: &mut Value,
+) -> Result<(), ApiError> {
+    if !set.guards.iter().any(|g| g.info.filters_output) {
+        return Ok(());
+    }
+    let Some(choices) = answer.get_mut("choices").and_then(Value::as_array_mut) else {
+        return Ok(());
+    };
+    let mut blocks = Vec::new();
+    for choice in choices.iter_mut() {
+        let Some(content) = choice
+            .pointer("/message/content")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        let outcome = async {
+            let mut chain = FilterChain::start(set, &req.guard_view, &app.metrics).await?;
+            let mut out = chain.push(content, &app.metrics).await?;
+            out.push_str(&chain.finish(&app.metrics).await?);
+            Ok::<_, OutputBlock>(out)
+        }
+        .await;
+        match outcome {
+            Ok(text) => {
+                if let Some(c) = choice.pointer_mut("/message/content") {
+                    *c = Value::String(text);
+                }
+            }
+            Err(block) => {
+                if let Some(c) = choice.pointer_mut("/message/content") {
+                    *c = Value::String(String::new());
+                }
+                if let Some(f) = choice.get_mut("finish_reason") {
+                    *f = Value::String("content_filter".into());
+                }
+                app.metrics
+                    .streams_cut
+                    .with_label_values(&["content_filter"])
+                    .inc();
+                blocks.push(block_json(&block));
+            }
+        }
+    }
+    if let (Some(first), Value::Object(obj)) = (blocks.into_iter().next(), answer) {
+        obj.insert("wasmgate".into(), json!({ "blocked": first }));
+    }
+    Ok(())
+}
+
+/// The block as shown to clients (in the final chunk / answer, under `wasmgate`).
+pub fn block_json(b: &OutputBlock) -> Value {
+    json!({
+        "guard": b.guard,
+        "category": b.block.category,
+        "reason": b.block.reason,
+        "score": b.block.score,
+    })
+}
+
+/// Counts tokens from an upstream `usage` object.
+pub fn record_usage(app: &AppState, v: &Value) {
+    let Some(usage) = v.get("usage") else { return };
+    for (field, label) in [("prompt_tokens", "prompt"), ("completion_tokens", "completion")] {
+        if let Some(n) = usage.get(field).and_then(Value::as_u64) {
+            app.metrics.tokens.with_label_values(&[label]).inc_by(n);
+        }
+    }
+}

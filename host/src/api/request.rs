@@ -1,0 +1,199 @@
+//! Reading an OpenAI chat request: just enough structure to validate it and
+//! give guards a typed view, while every other field is forwarded untouched.
+
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::runtime::bindings::{ChatRequest, Message, Role};
+
+/// A parsed `POST /v1/chat/completions` body.
+pub struct ParsedChat {
+    /// The body as received; forwarded upstream (with our edits).
+    pub body: Map<String, Value>,
+    pub model: String,
+    pub stream: bool,
+    /// The client asked for a usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+    pub guard_view: ChatRequest,
+}
+
+impl ParsedChat {
+    pub fn parse(raw: &[u8], request_id: &str) -> Result<Self, ApiError> {
+        let value: Value = serde_json::from_slice(raw).map_err(|e| {
+            ApiError::bad_request(format!(
+                "We could not parse the JSON body of your request ({e}). \
+                 The body must be a JSON object."
+            ))
+        })?;
+        let Value::Object(body) = value else {
+            return Err(ApiError::bad_request("The request body must be a JSON object."));
+        };
+        let model = match body.get("model") {
+            Some(Value::String(m)) if !m.is_empty() => m.clone(),
+            Some(_) => {
+                return Err(ApiError::bad_request("`model` must be a non-empty string.")
+                    .with_param("model"));
+            }
+            None => {
+                return Err(ApiError::bad_request("Missing required parameter: 'model'.")
+                    .with_param("model"));
+            }
+        };
+        let stream = match body.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(ApiError::bad_request("`stream` must be a boolean.").with_param("stream"));
+            }
+        };
+        let include_usage = body
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let messages = parse_messages(body.get("messages"))?;
+        let max_tokens = match body.get("max_completion_tokens").or(body.get("max_tokens")) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .filter(|n| *n >= 1)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| {
+                        ApiError::bad_request("`max_tokens` must be a positive integer.")
+                            .with_param("max_tokens")
+                    })?,
+            ),
+        };
+        let temperature = match body.get("temperature") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_f64()
+                    .filter(|t| (0.0..=2.0).contains(t))
+                    .ok_or_else(|| {
+                        ApiError::bad_request("`temperature` must be a number between 0 and 2.")
+                            .with_param("temperature")
+                    })? as f32,
+            ),
+        };
+        Ok(Self {
+            guard_view: ChatRequest {
+                request_id: request_id.to_owned(),
+                model: model.clone(),
+                messages,
+                max_tokens,
+                temperature,
+                caller: None,
+            },
+            body,
+            model,
+            stream,
+            include_usage,
+        })
+    }
+
+    /// Replaces the messages after a guard rewrote them.
+    pub fn set_messages(&mut self, messages: Vec<Message>) {
+        let same_shape = self
+            .body
+            .get("messages")
+            .and_then(Value::as_array)
+            .is_some_and(|old| old.len() == messages.len());
+        if same_shape {
+            // Keep every other field of each message (tool calls, names...).
+            if let Some(Value::Array(old)) = self.body.get_mut("messages") {
+                for (slot, m) in old.iter_mut().zip(&messages) {
+                    if let Value::Object(obj) = slot {
+                        obj.insert("role".into(), role_name(m.role).into());
+                        obj.insert("content".into(), m.content.clone().into());
+                    }
+                }
+            }
+        } else {
+            let json: Vec<Value> = messages
+                .iter()
+                .map(|m| serde_json::json!({ "role": role_name(m.role), "content": m.content }))
+                .collect();
+            self.body.insert("messages".into(), Value::Array(json));
+        }
+        self.guard_view.messages = messages;
+    }
+}
+
+fn parse_messages(v: Option<&Value>) -> Result<Vec<Message>, ApiError> {
+    let bad = |msg: String| ApiError::bad_request(msg).with_param("messages");
+    let Some(v) = v else {
+        return Err(bad("Missing required parameter: 'messages'.".into()));
+    };
+    let Some(list) = v.as_array() else {
+        return Err(bad("`messages` must be an array.".into()));
+    };
+    if list.is_empty() {
+        return Err(bad("`messages` must contain at least one message.".into()));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = match m.get("role").and_then(Value::as_str) {
+                Some("system" | "developer") => Role::System,
+                Some("user") => Role::User,
+                Some("assistant") => Role::Assistant,
+                Some("tool" | "function") => Role::Tool,
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "Invalid value for 'messages[{i}].role': '{other}'. Supported values are: \
+                         'system', 'developer', 'user', 'assistant', 'tool'."
+                    ))
+                    .with_param(format!("messages[{i}].role")));
+                }
+                None => {
+                    return Err(ApiError::bad_request(format!(
+                        "Missing required parameter: 'messages[{i}].role'."
+                    ))
+                    .with_param(format!("messages[{i}].role")));
+                }
+            };
+            let content = content_text(m.get("content")).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "Invalid type for 'messages[{i}].content': expected a string or an array of text parts."
+                ))
+                .with_param(format!("messages[{i}].content"))
+            })?;
+            Ok(Message { role, content })
+        })
+        .collect()
+}
+
+/// The text of a message's content: a string, null (assistant tool calls),
+/// or an array of parts whose `text` parts are joined.
+fn content_text(v: Option<&Value>) -> Option<String> {
+    match v {
+        None | Some(Value::Null) => Some(String::new()),
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Array(parts)) => {
+            let mut out = String::new();
+            for p in parts {
+                match p.get("type").and_then(Value::as_str) {
+                    Some("text") => {
+                        if !out.is_empty() {
+                            out.push('\n');
+                        }
+                        out.push_str(p.get("text")?.as_str()?);
+                    }
+                    Some(_) => {}
+                    None => return None,
+                }
+            }
+            Some(out)
+        }
+        Some(_) => None,
+    }
+}
+
+pub fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    }
+}

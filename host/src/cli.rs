@@ -1,0 +1,69 @@
+//! The command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A guarded gateway for LLM servers, with guards and agents as hot-reloadable
+/// WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "wasmgate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the OpenAI-compatible API.
+    Serve(ServeArgs),
+    /// Compile and validate a component, print its info, and exit (non-zero if invalid).
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Settings file (TOML); flags and WASMGATE_* variables override it.
+    #[arg(long, env = "WASMGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080]; port 0 picks a free one.
+    #[arg(long, env = "WASMGATE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Upstream OpenAI base URL [default: http://127.0.0.1:8000/v1].
+    #[arg(long, env = "WASMGATE_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// Components folder: guards in DIR/guards/*.wasm, agents in DIR/agents/*.wasm [default: components].
+    #[arg(long, env = "WASMGATE_COMPONENTS")]
+    pub components: Option<PathBuf>,
+    /// Where compiled components are cached [default: DIR/.cache].
+    #[arg(long, env = "WASMGATE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Static files of the web UI, served at `/`.
+    #[arg(long, env = "WASMGATE_UI_DIR")]
+    pub ui_dir: Option<PathBuf>,
+    /// Largest accepted request body in bytes [default: 4 MiB].
+    #[arg(long, env = "WASMGATE_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Upstream connect timeout [default: 3000].
+    #[arg(long, env = "WASMGATE_UPSTREAM_CONNECT_TIMEOUT_MS")]
+    pub upstream_connect_timeout_ms: Option<u64>,
+    /// Time allowed for the upstream's first byte [default: 120000].
+    #[arg(long, env = "WASMGATE_UPSTREAM_TIMEOUT_MS")]
+    pub upstream_timeout_ms: Option<u64>,
+    /// Default check-input deadline for guards [default: 50].
+    #[arg(long, env = "WASMGATE_GUARD_DEADLINE_MS")]
+    pub guard_deadline_ms: Option<u64>,
+    /// Most component instances alive at once (pooling allocator size) [default: 2000].
+    #[arg(long, env = "WASMGATE_MAX_INSTANCES")]
+    pub max_instances: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The component file.
+    pub file: PathBuf,
+    /// `guard` or `agent`.
+    #[arg(long, default_value = "guard")]
+    pub kind: String,
+}

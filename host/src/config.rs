@@ -1,0 +1,227 @@
+//! Settings: `wasmgate.toml`, overridden by `WASMGATE_*` environment
+//! variables and command-line flags (clap handles both), and the per-component
+//! `NAME.toml` files that sit beside each `.wasm`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::ServeArgs;
+
+/// Errors reading settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid settings in {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid upstream URL `{0}`: it must start with http:// or https://")]
+    Upstream(String),
+}
+
+/// What a component does when it cannot give a verdict (trap, timeout,
+/// memory exhausted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailPolicy {
+    /// Refuse the request (HTTP 503 `guard_unavailable`). The default.
+    #[default]
+    Closed,
+    /// Skip the guard and go on, logging and counting the fault.
+    Open,
+}
+
+/// Limits and policy applied to every component unless its `NAME.toml` says otherwise.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComponentDefaults {
+    /// Wall-clock budget for `check-input` (and an agent's `info`).
+    pub deadline_ms: u64,
+    /// Budget for each output-filter call (`push`, `finish`).
+    pub output_budget_ms: u64,
+    /// Linear-memory cap per instance.
+    pub memory_mib: u64,
+    pub on_error: FailPolicy,
+}
+
+impl Default for ComponentDefaults {
+    fn default() -> Self {
+        Self {
+            deadline_ms: 50,
+            output_budget_ms: 20,
+            memory_mib: 64,
+            on_error: FailPolicy::Closed,
+        }
+    }
+}
+
+/// The `NAME.toml` beside a component. Every field is optional.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComponentFile {
+    /// Guards run in ascending order, then by name.
+    pub order: Option<i64>,
+    pub deadline_ms: Option<u64>,
+    pub output_budget_ms: Option<u64>,
+    pub memory_mib: Option<u64>,
+    pub on_error: Option<FailPolicy>,
+    /// `false` keeps the file loaded but unused.
+    pub enabled: Option<bool>,
+    /// Read by the component through the `config` import.
+    pub config: BTreeMap<String, String>,
+}
+
+/// The resolved settings of one component.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComponentSettings {
+    pub order: i64,
+    pub deadline: Duration,
+    pub output_budget: Duration,
+    pub memory_bytes: usize,
+    pub on_error: FailPolicy,
+    pub enabled: bool,
+    pub config: BTreeMap<String, String>,
+}
+
+impl ComponentSettings {
+    pub fn resolve(file: ComponentFile, defaults: &ComponentDefaults) -> Self {
+        Self {
+            order: file.order.unwrap_or(0),
+            deadline: Duration::from_millis(file.deadline_ms.unwrap_or(defaults.deadline_ms)),
+            output_budget: Duration::from_millis(
+                file.output_budget_ms.unwrap_or(defaults.output_budget_ms),
+            ),
+            memory_bytes: usize::try_from(
+                file.memory_mib
+                    .unwrap_or(defaults.memory_mib)
+                    .saturating_mul(1 << 20),
+            )
+            .unwrap_or(usize::MAX),
+            on_error: file.on_error.unwrap_or(defaults.on_error),
+            enabled: file.enabled.unwrap_or(true),
+            config: file.config,
+        }
+    }
+
+    /// Reads `NAME.toml` if present.
+    pub fn load(toml_path: &Path, defaults: &ComponentDefaults) -> Result<Self, ConfigError> {
+        let file = match std::fs::read_to_string(toml_path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: toml_path.to_owned(),
+                source: Box::new(e),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ComponentFile::default(),
+            Err(e) => {
+                return Err(ConfigError::Read {
+                    path: toml_path.to_owned(),
+                    source: e,
+                });
+            }
+        };
+        Ok(Self::resolve(file, defaults))
+    }
+}
+
+/// `wasmgate.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub upstream: Option<String>,
+    pub components: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub ui_dir: Option<PathBuf>,
+    pub max_body_bytes: Option<usize>,
+    pub upstream_connect_timeout_ms: Option<u64>,
+    pub upstream_timeout_ms: Option<u64>,
+    pub max_instances: Option<u32>,
+    pub component_defaults: ComponentDefaults,
+}
+
+/// Everything `serve` needs, merged.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// OpenAI base URL without a trailing slash, e.g. `http://127.0.0.1:8000/v1`.
+    pub upstream: String,
+    pub components: PathBuf,
+    pub cache_dir: Option<PathBuf>,
+    pub ui_dir: Option<PathBuf>,
+    pub max_body_bytes: usize,
+    pub upstream_connect_timeout: Duration,
+    /// Time allowed until the upstream's response head (and first chunk).
+    pub upstream_timeout: Duration,
+    /// Pooling-allocator size: concurrent component instances.
+    pub max_instances: u32,
+    pub component_defaults: ComponentDefaults,
+}
+
+impl Settings {
+    /// Flags and environment (already merged by clap) over the file over defaults.
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    path: path.clone(),
+                    source: e,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    source: Box::new(e),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let upstream = args
+            .upstream
+            .clone()
+            .or(file.upstream)
+            .unwrap_or_else(|| "http://127.0.0.1:8000/v1".to_owned());
+        if !(upstream.starts_with("http://") || upstream.starts_with("https://")) {
+            return Err(ConfigError::Upstream(upstream));
+        }
+        let mut defaults = file.component_defaults;
+        if let Some(ms) = args.guard_deadline_ms {
+            defaults.deadline_ms = ms;
+        }
+        Ok(Self {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            components: args
+                .components
+                .clone()
+                .or(file.components)
+                .unwrap_or_else(|| PathBuf::from("components")),
+            cache_dir: args.cache_dir.clone().or(file.cache_dir),
+            ui_dir: args.ui_dir.clone().or(file.ui_dir),
+            max_body_bytes: args
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(4 << 20),
+            upstream_connect_timeout: Duration::from_millis(
+                args.upstream_connect_timeout_ms
+                    .or(file.upstream_connect_timeout_ms)
+                    .unwrap_or(3_000),
+            ),
+            upstream_timeout: Duration::from_millis(
+                args.upstream_timeout_ms
+                    .or(file.upstream_timeout_ms)
+                    .unwrap_or(120_000),
+            ),
+            max_instances: args.max_instances.or(file.max_instances).unwrap_or(2_000),
+            component_defaults: defaults,
+        })
+    }
+}

@@ -1,0 +1,150 @@
+//! `wasmgate`: a guarded gateway in front of an OpenAI-compatible LLM server.
+
+mod api;
+mod cli;
+mod config;
+mod error;
+mod metrics;
+mod registry;
+mod runtime;
+mod upstream;
+mod watcher;
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+
+use cli::{CheckArgs, Cli, Command, ServeArgs};
+use config::{ComponentDefaults, ComponentSettings, Settings};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WASMGATE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Check(args) => check(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::from_args(&args)?;
+    let metrics = Arc::new(metrics::Metrics::new().context("registering metrics")?);
+    let cache_dir = settings
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| settings.components.join(".cache"));
+    let runtime = runtime::Runtime::new(settings.max_instances, Some(cache_dir))
+        .map_err(|e| anyhow::anyhow!("starting the component runtime: {e:#}"))?;
+    let registry = Arc::new(registry::Registry::new(
+        Arc::new(runtime),
+        metrics.clone(),
+        settings.components.clone(),
+        settings.component_defaults.clone(),
+    ));
+    let _watcher = watcher::watch(registry.clone()).context("watching the components folder")?;
+    registry.sync().await;
+
+    let upstream = upstream::Upstream::new(
+        settings.upstream.clone(),
+        settings.upstream_connect_timeout,
+        settings.upstream_timeout,
+    )
+    .context("building the upstream client")?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, upstream = %settings.upstream, components = %settings.components.display(), "wasmgate listening");
+    let state = Arc::new(api::AppState {
+        settings,
+        metrics,
+        registry,
+        upstream,
+    });
+    // Test harnesses and scripts wait for this line.
+    println!("listening on http://{addr}");
+    std::io::stdout().flush()?;
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down: finishing open requests");
+}
+
+/// `wasmgate check FILE`: compile and validate, print the component's info.
+async fn check(args: CheckArgs) -> anyhow::Result<()> {
+    if args.kind != "guard" {
+        anyhow::bail!("only `--kind guard` can be checked in this build");
+    }
+    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let sha = runtime::compile::sha256_hex(&bytes);
+    let runtime = runtime::Runtime::new(0, None)
+        .map_err(|e| anyhow::anyhow!("starting the component runtime: {e:#}"))?;
+    let name = args
+        .file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("component")
+        .to_owned();
+    let defaults = ComponentDefaults::default();
+    let settings = ComponentSettings::load(&args.file.with_extension("toml"), &defaults)?;
+    let guard = runtime
+        .load_guard(&name, Arc::new(bytes), sha.clone(), settings)
+        .await
+        .map_err(|e| anyhow::anyhow!("{} is not a valid guard: {e}", args.file.display()))?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "name": guard.info.name,
+            "version": guard.info.version,
+            "description": guard.info.description,
+            "filters_output": guard.info.filters_output,
+            "sha256": sha,
+        })
+    );
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! The one `wasmtime::Engine`: epoch interruption, pooling allocator, and a
+//! background thread that ticks the epoch every millisecond.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// One epoch tick. Deadlines are counted in ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Largest memory cap a component may ask for (pool slot size).
+pub const MAX_MEMORY_BYTES: usize = 512 << 20;
+
+/// Builds the engine. With `max_instances` > 0 the pooling allocator holds
+/// that many instances; if the OS refuses the reservation, falls back to
+/// on-demand allocation and says so.
+pub fn build(max_instances: u32) -> wasmtime::Result<Engine> {
+    let mut config = base_config();
+    if max_instances > 0 {
+        let mut pool = PoolingAllocationConfig::new();
+        // A Rust wasip2 component is ~4 core instances (module, WASI adapter,
+        // shims), 1 memory and a few tables.
+        pool.total_component_instances(max_instances)
+            .total_core_instances(max_instances.saturating_mul(8))
+            .total_memories(max_instances.saturating_mul(2))
+            .total_tables(max_instances.saturating_mul(4))
+            .total_stacks(max_instances)
+            .max_memory_size(MAX_MEMORY_BYTES)
+            .max_core_instances_per_component(32)
+            .max_memories_per_component(4)
+            .max_tables_per_component(16);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        match Engine::new(&config) {
+            Ok(engine) => return Ok(engine),
+            Err(e) => tracing::warn!(error = %e, "pooling allocator unavailable; using on-demand allocation"),
+        }
+        config = base_config();
+    }
+    Engine::new(&config)
+}
+
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true).epoch_interruption(true);
+    config
+}
+
+/// Ticks `engine`'s epoch until the returned handle is dropped.
+pub fn start_epoch_ticker(engine: &Engine) -> EpochTicker {
+    let stop = Arc::new(AtomicBool::new(false));
+    let engine = engine.clone();
+    let flag = stop.clone();
+    let spawned = std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the epoch thread: component deadlines will not fire");
+    }
+    EpochTicker { stop }
+}
+
+/// Stops the epoch thread when dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Deadline in epoch ticks, at least one.
+pub fn ticks(d: Duration) -> u64 {
+    (d.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
+}

@@ -1,0 +1,292 @@
+//! A loaded guard: validated once, then instantiated fresh for every
+//! `check-input` and once per response stream for its output filter.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::component::{Component, Linker, ResourceAny};
+use wasmtime::{Engine, Store, Trap};
+
+use super::bindings::guard::{GuardComponent, GuardComponentPre};
+use super::bindings::{ChatRequest, Filtered, Info, Verdict};
+use super::engine::ticks;
+use super::state::StoreState;
+use crate::config::ComponentSettings;
+use crate::metrics::Metrics;
+
+/// Why a component call gave no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Fault {
+    #[error("deadline of {0:?} exceeded")]
+    Timeout(std::time::Duration),
+    #[error("memory cap exceeded")]
+    OutOfMemory,
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("instantiation failed: {0}")]
+    Instantiate(String),
+}
+
+impl Fault {
+    /// The `outcome` / `kind` metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Fault::Timeout(_) => "timeout",
+            Fault::OutOfMemory => "oom",
+            Fault::Trap(_) => "trap",
+            Fault::Instantiate(_) => "error",
+        }
+    }
+
+    fn classify(err: wasmtime::Error, store: &Store<StoreState>, budget: std::time::Duration) -> Self {
+        if store.data().limiter.exceeded {
+            return Fault::OutOfMemory;
+        }
+        if let Some(Trap::Interrupt) = err.downcast_ref::<Trap>() {
+            return Fault::Timeout(budget);
+        }
+        let stderr = store.data().stderr_text();
+        let mut msg = format!("{err:#}");
+        if !stderr.is_empty() {
+            msg.push_str(": ");
+            msg.push_str(&stderr);
+        }
+        Fault::Trap(msg)
+    }
+}
+
+/// Imports a guard may have. Anything else (sockets, HTTP, agent-only
+/// interfaces) is refused at load time.
+fn import_allowed(name: &str) -> bool {
+    const ALLOWED: &[&str] = &[
+        "wasmgate:llm/types",
+        "wasmgate:llm/log",
+        "wasmgate:llm/config",
+        "wasi:cli/",
+        "wasi:io/",
+        "wasi:clocks/",
+        "wasi:random/",
+        "wasi:filesystem/",
+    ];
+    ALLOWED.iter().any(|p| name.starts_with(p))
+}
+
+/// A validated guard component, shared by every request that uses it.
+pub struct Guard {
+    pub name: Arc<str>,
+    pub info: Info,
+    pub sha256: String,
+    pub settings: ComponentSettings,
+    pre: GuardComponentPre<StoreState>,
+    engine: Engine,
+    config: Arc<std::collections::BTreeMap<String, String>>,
+    pub loaded_at: std::time::SystemTime,
+}
+
+impl Guard {
+    /// Links `component` as a guard, checks its imports and exports, and calls
+    /// `info` under the guard's own limits.
+    pub async fn load(
+        engine: &Engine,
+        linker: &Linker<StoreState>,
+        name: &str,
+        component: Component,
+        sha256: String,
+        settings: ComponentSettings,
+    ) -> Result<Self, String> {
+        let ty = component.component_type();
+        for (import, _) in ty.imports(engine) {
+            if !import_allowed(import) {
+                return Err(format!("guards may not import `{import}`"));
+            }
+        }
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| format!("does not link as a guard: {e:#}"))?;
+        let pre = GuardComponentPre::new(instance_pre)
+            .map_err(|e| format!("does not export the guard interface: {e:#}"))?;
+        let mut guard = Self {
+            name: Arc::from(name),
+            info: Info {
+                name: name.to_owned(),
+                version: String::new(),
+                description: String::new(),
+                filters_output: false,
+            },
+            sha256,
+            config: Arc::new(settings.config.clone()),
+            settings,
+            pre,
+            engine: engine.clone(),
+            loaded_at: std::time::SystemTime::now(),
+        };
+        let (mut store, bindings) = guard
+            .instantiate(guard.settings.deadline)
+            .await
+            .map_err(|e| format!("cannot instantiate: {e}"))?;
+        let budget = guard.settings.deadline;
+        guard.info = match bindings.wasmgate_llm_guard().call_info(&mut store).await {
+            Ok(info) => info,
+            Err(e) => return Err(format!("`info` failed: {}", Fault::classify(e, &store, budget))),
+        };
+        Ok(guard)
+    }
+
+    async fn instantiate(
+        &self,
+        budget: std::time::Duration,
+    ) -> Result<(Store<StoreState>, GuardComponent), Fault> {
+        let state = StoreState::new(
+            self.name.clone(),
+            self.config.clone(),
+            self.settings.memory_bytes,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(ticks(budget));
+        store.epoch_deadline_trap();
+        match self.pre.instantiate_async(&mut store).await {
+            Ok(b) => Ok((store, b)),
+            Err(e) => Err(match Fault::classify(e, &store, budget) {
+                Fault::Trap(msg) => Fault::Instantiate(msg),
+                other => other,
+            }),
+        }
+    }
+
+    /// Runs `check-input` in a fresh instance.
+    pub async fn check_input(&self, req: &ChatRequest, metrics: &Metrics) -> Result<Verdict, Fault> {
+        let started = Instant::now();
+        let budget = self.settings.deadline;
+        let result = match self.instantiate(budget).await {
+            Ok((mut store, bindings)) => {
+                let r = bindings
+                    .wasmgate_llm_guard()
+                    .call_check_input(&mut store, req)
+                    .await
+                    .map_err(|e| Fault::classify(e, &store, budget));
+                self.record_memory(&store, metrics);
+                r
+            }
+            Err(f) => Err(f),
+        };
+        self.record(metrics, "check-input", started, &result);
+        if let Ok(v) = &result {
+            let verdict = match v {
+                Verdict::Allow => "allow",
+                Verdict::Block(_) => "block",
+                Verdict::Rewrite(_) => "rewrite",
+            };
+            metrics
+                .component_verdicts
+                .with_label_values(&[&*self.name, verdict])
+                .inc();
+        }
+        result
+    }
+
+    /// Starts this guard's output filter for one response stream.
+    pub async fn output_filter(
+        self: &Arc<Self>,
+        req: &ChatRequest,
+        metrics: &Metrics,
+    ) -> Result<OutputFilter, Fault> {
+        let started = Instant::now();
+        let budget = self.settings.output_budget;
+        let result = async {
+            let (mut store, bindings) = self.instantiate(budget).await?;
+            let handle = bindings
+                .wasmgate_llm_guard()
+                .output_filter()
+                .call_constructor(&mut store, req)
+                .await
+                .map_err(|e| Fault::classify(e, &store, budget))?;
+            Ok(OutputFilter {
+                guard: self.clone(),
+                store,
+                bindings,
+                handle,
+                done: false,
+            })
+        }
+        .await;
+        self.record(metrics, "output-filter", started, &result);
+        result
+    }
+
+    fn record<T>(&self, metrics: &Metrics, export: &str, started: Instant, result: &Result<T, Fault>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(f) => {
+                metrics
+                    .component_faults
+                    .with_label_values(&[&*self.name, f.label()])
+                    .inc();
+                tracing::warn!(component = &*self.name, export, fault = %f, "component fault");
+                f.label()
+            }
+        };
+        metrics
+            .component_invocations
+            .with_label_values(&[&*self.name, export, outcome])
+            .inc();
+        metrics
+            .component_duration
+            .with_label_values(&[&*self.name, export])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn record_memory(&self, store: &Store<StoreState>, metrics: &Metrics) {
+        metrics
+            .component_memory
+            .with_label_values(&[&*self.name])
+            .set(i64::try_from(store.data().limiter.peak).unwrap_or(i64::MAX));
+    }
+}
+
+/// One guard's output filter for one stream: its own store, alive until the
+/// stream ends.
+pub struct OutputFilter {
+    guard: Arc<Guard>,
+    store: Store<StoreState>,
+    bindings: GuardComponent,
+    handle: ResourceAny,
+    done: bool,
+}
+
+impl OutputFilter {
+    pub fn guard(&self) -> &Arc<Guard> {
+        &self.guard
+    }
+
+    /// Feeds a text delta.
+    pub async fn push(&mut self, delta: &str, metrics: &Metrics) -> Result<Filtered, Fault> {
+        self.call(Some(delta), metrics).await
+    }
+
+    /// Flushes what the filter held back.
+    pub async fn finish(&mut self, metrics: &Metrics) -> Result<Filtered, Fault> {
+        self.done = true;
+        self.call(None, metrics).await
+    }
+
+    async fn call(&mut self, delta: Option<&str>, metrics: &Metrics) -> Result<Filtered, Fault> {
+        let started = Instant::now();
+        let budget = self.guard.settings.output_budget;
+        self.store.set_epoch_deadline(ticks(budget));
+        let filter = self.bindings.wasmgate_llm_guard().output_filter();
+        let (export, r) = match delta {
+            Some(d) => ("push", filter.call_push(&mut self.store, self.handle, d).await),
+            None => ("finish", filter.call_finish(&mut self.store, self.handle).await),
+        };
+        let result = r.map_err(|e| Fault::classify(e, &self.store, budget));
+        self.guard.record(metrics, export, started, &result);
+        if let Ok(Filtered::Block(_)) = &result {
+            metrics
+                .component_verdicts
+                .with_label_values(&[&*self.guard.name, "block"])
+                .inc();
+        }
+        result
+    }
+}

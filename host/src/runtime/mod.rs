@@ -1,0 +1,74 @@
+//! The component runtime: one engine, one linker per world, compiled-artifact
+//! cache, and loading of guard files.
+
+pub mod bindings;
+pub mod compile;
+pub mod engine;
+pub mod guard;
+pub mod state;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wasmtime::Engine;
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::config::ComponentSettings;
+use guard::Guard;
+use state::StoreState;
+
+/// The engine and linkers, shared by every load and invocation.
+pub struct Runtime {
+    pub engine: Engine,
+    guard_linker: Linker<StoreState>,
+    cache_dir: Option<PathBuf>,
+    _ticker: engine::EpochTicker,
+}
+
+impl Runtime {
+    pub fn new(max_instances: u32, cache_dir: Option<PathBuf>) -> wasmtime::Result<Self> {
+        let engine = engine::build(max_instances)?;
+        let mut guard_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut guard_linker)?;
+        bindings::guard::GuardComponent::add_to_linker::<_, HasSelf<_>>(
+            &mut guard_linker,
+            |s| s,
+        )?;
+        let ticker = engine::start_epoch_ticker(&engine);
+        Ok(Self {
+            engine,
+            guard_linker,
+            cache_dir,
+            _ticker: ticker,
+        })
+    }
+
+    /// Compiles (or fetches from the cache) and validates a guard.
+    pub async fn load_guard(
+        &self,
+        name: &str,
+        bytes: Arc<Vec<u8>>,
+        sha256: String,
+        settings: ComponentSettings,
+    ) -> Result<Guard, String> {
+        let engine = self.engine.clone();
+        let cache_dir = self.cache_dir.clone();
+        let sha = sha256.clone();
+        // Compilation is CPU work: keep it off the async workers.
+        let component = tokio::task::spawn_blocking(move || {
+            compile::compile(&engine, &bytes, &sha, cache_dir.as_deref())
+        })
+        .await
+        .map_err(|e| format!("compile task failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+        Guard::load(
+            &self.engine,
+            &self.guard_linker,
+            name,
+            component,
+            sha256,
+            settings,
+        )
+        .await
+    }
+}
