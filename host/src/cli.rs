@@ -18,6 +18,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the OpenAI-compatible API.
     Serve(ServeArgs),
+    /// Measure a guard on a labelled JSONL set (`{"text","label":"injection"|"benign","lang","category"}`).
+    Eval(EvalArgs),
     /// Compile and validate a component, print its info, and exit (non-zero if invalid).
     Check(CheckArgs),
 }
@@ -66,4 +68,26 @@ pub struct CheckArgs {
     /// `guard` or `agent`.
     #[arg(long, default_value = "guard")]
     pub kind: String,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The guard component.
+    #[arg(long)]
+    pub guard: PathBuf,
+    /// The JSONL data set.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit non-zero if recall (overall or any language) is below this.
+    #[arg(long)]
+    pub min_recall: Option<f64>,
+    /// Exit non-zero if the false-positive rate (overall or any language) is above this.
+    #[arg(long)]
+    pub max_fpr: Option<f64>,
+    /// List up to N misclassified rows.
+    #[arg(long, default_value_t = 0)]
+    pub show_errors: usize,
 }

@@ -111,8 +111,12 @@ impl ApiError {
 
     /// 501 for what this build does not do yet.
     pub fn not_implemented(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_IMPLEMENTED, "invalid_request_error", message)
-            .with_code("not_implemented")
+        Self::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "invalid_request_error",
+            message,
+        )
+        .with_code("not_implemented")
     }
 
     /// 500 for a bug on our side.

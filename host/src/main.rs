@@ -4,6 +4,7 @@ mod api;
 mod cli;
 mod config;
 mod error;
+mod eval;
 mod metrics;
 mod registry;
 mod runtime;
@@ -30,7 +31,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Check(args) => check(args).await,
+            Command::Eval(args) => eval::run(args).await,
         }
     });
     match result {
@@ -120,7 +125,8 @@ async fn check(args: CheckArgs) -> anyhow::Result<()> {
     if args.kind != "guard" {
         anyhow::bail!("only `--kind guard` can be checked in this build");
     }
-    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let sha = runtime::compile::sha256_hex(&bytes);
     let runtime = runtime::Runtime::new(0, None)
         .map_err(|e| anyhow::anyhow!("starting the component runtime: {e:#}"))?;

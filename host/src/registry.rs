@@ -100,7 +100,11 @@ impl Registry {
             let loaded = old.all_guards.get(name);
             match self.load_guard_file(name, path, loaded, &statuses).await {
                 Ok(Some(guard)) => {
-                    let result = if loaded.is_some() { "replaced" } else { "loaded" };
+                    let result = if loaded.is_some() {
+                        "replaced"
+                    } else {
+                        "loaded"
+                    };
                     tracing::info!(
                         component = name,
                         version = %guard.info.version,
@@ -178,7 +182,8 @@ impl Registry {
         loaded: Option<&Arc<Guard>>,
         statuses: &BTreeMap<String, FileStatus>,
     ) -> Result<Option<Guard>, (String, String)> {
-        let bytes = std::fs::read(path).map_err(|e| (String::new(), format!("cannot read: {e}")))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| (String::new(), format!("cannot read: {e}")))?;
         let sha = sha256_hex(&bytes);
         let settings = ComponentSettings::load(&path.with_extension("toml"), &self.defaults)
             .map_err(|e| (sha.clone(), e.to_string()))?;

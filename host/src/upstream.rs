@@ -21,7 +21,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(base: String, connect_timeout: Duration, timeout: Duration) -> reqwest::Result<Self> {
+    pub fn new(
+        base: String,
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -52,7 +56,10 @@ impl Upstream {
             .send();
         let resp = match tokio::time::timeout(self.timeout, send).await {
             Err(_) => {
-                metrics.upstream_errors.with_label_values(&["timeout"]).inc();
+                metrics
+                    .upstream_errors
+                    .with_label_values(&["timeout"])
+                    .inc();
                 return Err(ApiError::gateway_timeout(format!(
                     "The upstream did not answer within {} ms.",
                     self.timeout.as_millis()
@@ -82,8 +89,13 @@ impl Upstream {
     ) -> Result<Bytes, ApiError> {
         match tokio::time::timeout(self.timeout, resp.bytes()).await {
             Err(_) => {
-                metrics.upstream_errors.with_label_values(&["timeout"]).inc();
-                Err(ApiError::gateway_timeout("The upstream did not finish its answer in time."))
+                metrics
+                    .upstream_errors
+                    .with_label_values(&["timeout"])
+                    .inc();
+                Err(ApiError::gateway_timeout(
+                    "The upstream did not finish its answer in time.",
+                ))
             }
             Ok(Err(e)) => Err(self.transport_error(&e, metrics)),
             Ok(Ok(b)) => Ok(b),
@@ -92,10 +104,17 @@ impl Upstream {
 
     fn transport_error(&self, e: &reqwest::Error, metrics: &Metrics) -> ApiError {
         if e.is_timeout() {
-            metrics.upstream_errors.with_label_values(&["timeout"]).inc();
+            metrics
+                .upstream_errors
+                .with_label_values(&["timeout"])
+                .inc();
             ApiError::gateway_timeout(format!("The upstream timed out: {e}"))
         } else {
-            let kind = if e.is_connect() { "connect" } else { "protocol" };
+            let kind = if e.is_connect() {
+                "connect"
+            } else {
+                "protocol"
+            };
             metrics.upstream_errors.with_label_values(&[kind]).inc();
             ApiError::bad_gateway(format!("The upstream at {} is unreachable: {e}", self.base))
         }
@@ -110,7 +129,11 @@ impl Upstream {
         }
         let fetch = self.http.get(format!("{}/models", self.base)).send();
         let resp = match tokio::time::timeout(Duration::from_secs(5), fetch).await {
-            Err(_) => return Err(ApiError::gateway_timeout("The upstream's model list timed out.")),
+            Err(_) => {
+                return Err(ApiError::gateway_timeout(
+                    "The upstream's model list timed out.",
+                ));
+            }
             Ok(Err(e)) => return Err(self.transport_error(&e, metrics)),
             Ok(Ok(r)) => r,
         };
@@ -119,10 +142,9 @@ impl Upstream {
             let body = resp.bytes().await.unwrap_or_default();
             return Err(ApiError::from_upstream(status, &body));
         }
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| ApiError::bad_gateway(format!("The upstream's model list is not JSON: {e}")))?;
+        let v: Value = resp.json().await.map_err(|e| {
+            ApiError::bad_gateway(format!("The upstream's model list is not JSON: {e}"))
+        })?;
         let list = v
             .get("data")
             .and_then(Value::as_array)
@@ -135,7 +157,10 @@ impl Upstream {
     /// Whether the upstream serves `model`. `None` when the list is unavailable.
     pub async fn has_model(&self, model: &str, metrics: &Metrics) -> Option<bool> {
         let list = self.models(metrics).await.ok()?;
-        let found = |l: &[Value]| l.iter().any(|m| m.get("id").and_then(Value::as_str) == Some(model));
+        let found = |l: &[Value]| {
+            l.iter()
+                .any(|m| m.get("id").and_then(Value::as_str) == Some(model))
+        };
         if found(&list) {
             return Some(true);
         }
@@ -143,7 +168,10 @@ impl Upstream {
         // but at most once a second so unknown names cannot flood the upstream.
         {
             let mut cached = self.models.write().await;
-            if cached.as_ref().is_some_and(|(at, _)| at.elapsed() >= Duration::from_secs(1)) {
+            if cached
+                .as_ref()
+                .is_some_and(|(at, _)| at.elapsed() >= Duration::from_secs(1))
+            {
                 *cached = None;
             }
         }

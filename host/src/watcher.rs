@@ -37,7 +37,9 @@ pub fn watch(
         Err(e) => tracing::warn!(error = %e, "file watch error"),
     })?;
     for dir in [registry.guards_dir(), registry.agents_dir()] {
-        debouncer.watcher().watch(&dir, RecursiveMode::NonRecursive)?;
+        debouncer
+            .watcher()
+            .watch(&dir, RecursiveMode::NonRecursive)?;
     }
     tokio::spawn(async move {
         while rx.recv().await.is_some() {

@@ -49,7 +49,8 @@ fn request_id(headers: &HeaderMap) -> String {
         .filter(|v| {
             !v.is_empty()
                 && v.len() <= 128
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
@@ -95,9 +96,8 @@ async fn handle(
             o.insert("include_usage".into(), Value::Bool(true));
         }
     }
-    let upstream_body = Bytes::from(
-        serde_json::to_vec(&req.body).map_err(|e| ApiError::internal(e.to_string()))?,
-    );
+    let upstream_body =
+        Bytes::from(serde_json::to_vec(&req.body).map_err(|e| ApiError::internal(e.to_string()))?);
     let resp = app
         .upstream
         .chat(upstream_body, request_id, &app.metrics)
@@ -194,7 +194,10 @@ pub fn block_json(b: &OutputBlock) -> Value {
 /// Counts tokens from an upstream `usage` object.
 pub fn record_usage(app: &AppState, v: &Value) {
     let Some(usage) = v.get("usage") else { return };
-    for (field, label) in [("prompt_tokens", "prompt"), ("completion_tokens", "completion")] {
+    for (field, label) in [
+        ("prompt_tokens", "prompt"),
+        ("completion_tokens", "completion"),
+    ] {
         if let Some(n) = usage.get(field).and_then(Value::as_u64) {
             app.metrics.tokens.with_label_values(&[label]).inc_by(n);
         }

@@ -145,13 +145,14 @@ fn blocked(filter: &OutputFilter, block: Block) -> OutputBlock {
     }
 }
 
-fn handle_fault(
-    guard: &Arc<crate::runtime::guard::Guard>,
-    why: &str,
-) -> Result<(), OutputBlock> {
+fn handle_fault(guard: &Arc<crate::runtime::guard::Guard>, why: &str) -> Result<(), OutputBlock> {
     match guard.settings.on_error {
         FailPolicy::Open => {
-            tracing::warn!(guard = &*guard.name, fault = why, "output filter failed open");
+            tracing::warn!(
+                guard = &*guard.name,
+                fault = why,
+                "output filter failed open"
+            );
             Ok(())
         }
         FailPolicy::Closed => Err(OutputBlock {

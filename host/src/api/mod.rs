@@ -40,9 +40,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(app.settings.max_body_bytes));
     let ui: Router<Arc<AppState>> = match &app.settings.ui_dir {
         Some(dir) => Router::new().fallback_service(tower_http::services::ServeDir::new(dir)),
-        None => Router::new()
-            .route("/", get(landing))
-            .fallback(not_found),
+        None => Router::new().route("/", get(landing)).fallback(not_found),
     };
     api.merge(ui)
         .layer(middleware::from_fn_with_state(app.clone(), observe))
@@ -154,7 +152,10 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         app.metrics.render(),
     )
         .into_response()

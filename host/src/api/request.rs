@@ -26,7 +26,9 @@ impl ParsedChat {
             ))
         })?;
         let Value::Object(body) = value else {
-            return Err(ApiError::bad_request("The request body must be a JSON object."));
+            return Err(ApiError::bad_request(
+                "The request body must be a JSON object.",
+            ));
         };
         let model = match body.get("model") {
             Some(Value::String(m)) if !m.is_empty() => m.clone(),
@@ -35,15 +37,19 @@ impl ParsedChat {
                     .with_param("model"));
             }
             None => {
-                return Err(ApiError::bad_request("Missing required parameter: 'model'.")
-                    .with_param("model"));
+                return Err(
+                    ApiError::bad_request("Missing required parameter: 'model'.")
+                        .with_param("model"),
+                );
             }
         };
         let stream = match body.get("stream") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
             Some(_) => {
-                return Err(ApiError::bad_request("`stream` must be a boolean.").with_param("stream"));
+                return Err(
+                    ApiError::bad_request("`stream` must be a boolean.").with_param("stream")
+                );
             }
         };
         let include_usage = body

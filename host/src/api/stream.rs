@@ -183,9 +183,7 @@ impl Relay {
                 continue;
             };
             let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
-            let finish = choice
-                .get("finish_reason")
-                .is_some_and(|f| !f.is_null());
+            let finish = choice.get("finish_reason").is_some_and(|f| !f.is_null());
             let text = choice
                 .pointer("/delta/content")
                 .and_then(Value::as_str)
@@ -229,9 +227,15 @@ impl Relay {
 
     /// Runs text through the chain of choice `index`; on the last chunk of
     /// the choice also flushes it.
-    async fn filter(&mut self, index: u64, text: String, finish: bool) -> Result<String, OutputBlock> {
+    async fn filter(
+        &mut self,
+        index: u64,
+        text: String,
+        finish: bool,
+    ) -> Result<String, OutputBlock> {
         if !self.chains.contains_key(&index) {
-            let chain = FilterChain::start(&self.set, &self.req.guard_view, &self.app.metrics).await?;
+            let chain =
+                FilterChain::start(&self.set, &self.req.guard_view, &self.app.metrics).await?;
             self.chains.insert(index, chain);
         }
         let Some(chain) = self.chains.get_mut(&index) else {
@@ -271,9 +275,17 @@ impl Relay {
 
     /// Ends the stream after a guard blocked: a final chunk with
     /// `finish_reason: "content_filter"` naming the guard, then `[DONE]`.
-    async fn blocked(&mut self, template: &Value, index: u64, block: OutputBlock) -> Result<(), Stop> {
+    async fn blocked(
+        &mut self,
+        template: &Value,
+        index: u64,
+        block: OutputBlock,
+    ) -> Result<(), Stop> {
         let metrics = &self.app.metrics;
-        metrics.streams_cut.with_label_values(&["content_filter"]).inc();
+        metrics
+            .streams_cut
+            .with_label_values(&["content_filter"])
+            .inc();
         tracing::info!(
             request_id = %self.req.guard_view.request_id,
             guard = %block.guard,
@@ -290,7 +302,8 @@ impl Relay {
         }]);
         chunk["wasmgate"] = json!({ "blocked": block_json(&block) });
         self.send_json(&chunk).await?;
-        self.send_raw(Bytes::from_static(b"data: [DONE]\n\n")).await?;
+        self.send_raw(Bytes::from_static(b"data: [DONE]\n\n"))
+            .await?;
         Err(Stop::Blocked)
     }
 

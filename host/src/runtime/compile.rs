@@ -45,7 +45,9 @@ pub fn compile(
         // cache folder only this process writes.
         match unsafe { Component::deserialize_file(engine, path) } {
             Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring a bad cache entry"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring a bad cache entry")
+            }
         }
     }
     let component =

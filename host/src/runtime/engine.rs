@@ -34,7 +34,9 @@ pub fn build(max_instances: u32) -> wasmtime::Result<Engine> {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         match Engine::new(&config) {
             Ok(engine) => return Ok(engine),
-            Err(e) => tracing::warn!(error = %e, "pooling allocator unavailable; using on-demand allocation"),
+            Err(e) => {
+                tracing::warn!(error = %e, "pooling allocator unavailable; using on-demand allocation")
+            }
         }
         config = base_config();
     }

@@ -38,7 +38,11 @@ impl Fault {
         }
     }
 
-    fn classify(err: wasmtime::Error, store: &Store<StoreState>, budget: std::time::Duration) -> Self {
+    fn classify(
+        err: wasmtime::Error,
+        store: &Store<StoreState>,
+        budget: std::time::Duration,
+    ) -> Self {
         if store.data().limiter.exceeded {
             return Fault::OutOfMemory;
         }
@@ -127,7 +131,12 @@ impl Guard {
         let budget = guard.settings.deadline;
         guard.info = match bindings.wasmgate_llm_guard().call_info(&mut store).await {
             Ok(info) => info,
-            Err(e) => return Err(format!("`info` failed: {}", Fault::classify(e, &store, budget))),
+            Err(e) => {
+                return Err(format!(
+                    "`info` failed: {}",
+                    Fault::classify(e, &store, budget)
+                ));
+            }
         };
         Ok(guard)
     }
@@ -155,7 +164,11 @@ impl Guard {
     }
 
     /// Runs `check-input` in a fresh instance.
-    pub async fn check_input(&self, req: &ChatRequest, metrics: &Metrics) -> Result<Verdict, Fault> {
+    pub async fn check_input(
+        &self,
+        req: &ChatRequest,
+        metrics: &Metrics,
+    ) -> Result<Verdict, Fault> {
         let started = Instant::now();
         let budget = self.settings.deadline;
         let result = match self.instantiate(budget).await {
@@ -214,7 +227,13 @@ impl Guard {
         result
     }
 
-    fn record<T>(&self, metrics: &Metrics, export: &str, started: Instant, result: &Result<T, Fault>) {
+    fn record<T>(
+        &self,
+        metrics: &Metrics,
+        export: &str,
+        started: Instant,
+        result: &Result<T, Fault>,
+    ) {
         let outcome = match result {
             Ok(_) => "ok",
             Err(f) => {
@@ -276,8 +295,14 @@ impl OutputFilter {
         self.store.set_epoch_deadline(ticks(budget));
         let filter = self.bindings.wasmgate_llm_guard().output_filter();
         let (export, r) = match delta {
-            Some(d) => ("push", filter.call_push(&mut self.store, self.handle, d).await),
-            None => ("finish", filter.call_finish(&mut self.store, self.handle).await),
+            Some(d) => (
+                "push",
+                filter.call_push(&mut self.store, self.handle, d).await,
+            ),
+            None => (
+                "finish",
+                filter.call_finish(&mut self.store, self.handle).await,
+            ),
         };
         let result = r.map_err(|e| Fault::classify(e, &self.store, budget));
         self.guard.record(metrics, export, started, &result);

@@ -30,10 +30,7 @@ impl Runtime {
         let engine = engine::build(max_instances)?;
         let mut guard_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut guard_linker)?;
-        bindings::guard::GuardComponent::add_to_linker::<_, HasSelf<_>>(
-            &mut guard_linker,
-            |s| s,
-        )?;
+        bindings::guard::GuardComponent::add_to_linker::<_, HasSelf<_>>(&mut guard_linker, |s| s)?;
         let ticker = engine::start_epoch_ticker(&engine);
         Ok(Self {
             engine,

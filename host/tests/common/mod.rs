@@ -85,8 +85,18 @@ fn spawn(bin: &Path, args: &[String]) -> Proc {
 /// Starts vllm-sim (echo mode, fast) with extra flags.
 pub fn sim(extra: &[&str]) -> Proc {
     let bin = target_dir().join("debug/vllm-sim");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p vllm-sim`", bin.display());
-    let defaults = [("--port", "0"), ("--model", MODEL), ("--mode", "echo"), ("--ttft-ms", "5"), ("--itl-ms", "1")];
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p vllm-sim`",
+        bin.display()
+    );
+    let defaults = [
+        ("--port", "0"),
+        ("--model", MODEL),
+        ("--mode", "echo"),
+        ("--ttft-ms", "5"),
+        ("--itl-ms", "1"),
+    ];
     let mut args: Vec<String> = Vec::new();
     for (flag, value) in defaults {
         if !extra.contains(&flag) {
@@ -182,7 +192,10 @@ impl Sse {
     pub fn text(&self) -> String {
         self.chunks
             .iter()
-            .filter_map(|c| c.pointer("/choices/0/delta/content").and_then(Value::as_str))
+            .filter_map(|c| {
+                c.pointer("/choices/0/delta/content")
+                    .and_then(Value::as_str)
+            })
             .collect()
     }
 
@@ -190,7 +203,10 @@ impl Sse {
     pub fn pieces(&self) -> Vec<String> {
         self.chunks
             .iter()
-            .filter_map(|c| c.pointer("/choices/0/delta/content").and_then(Value::as_str))
+            .filter_map(|c| {
+                c.pointer("/choices/0/delta/content")
+                    .and_then(Value::as_str)
+            })
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect()
@@ -199,7 +215,10 @@ impl Sse {
     pub fn finish_reason(&self) -> Option<String> {
         self.chunks
             .iter()
-            .filter_map(|c| c.pointer("/choices/0/finish_reason").and_then(Value::as_str))
+            .filter_map(|c| {
+                c.pointer("/choices/0/finish_reason")
+                    .and_then(Value::as_str)
+            })
             .last()
             .map(str::to_owned)
     }
@@ -217,8 +236,9 @@ pub fn read_sse(resp: reqwest::blocking::Response) -> Sse {
         if data == "[DONE]" {
             out.done = true;
         } else {
-            out.chunks
-                .push(serde_json::from_str(data).unwrap_or_else(|e| panic!("bad chunk {data}: {e}")));
+            out.chunks.push(
+                serde_json::from_str(data).unwrap_or_else(|e| panic!("bad chunk {data}: {e}")),
+            );
         }
     }
     out
@@ -230,12 +250,10 @@ pub fn get_text(url: &str) -> String {
 
 /// The value of one sample in a Prometheus text page (labels as written, in order).
 pub fn metric(page: &str, name_and_labels: &str) -> Option<f64> {
-    page.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            (series == name_and_labels).then(|| value.parse().ok())?
-        })
+    page.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        (series == name_and_labels).then(|| value.parse().ok())?
+    })
 }
 
 /// Sum of every sample of `name` whose labels contain all of `labels`.
@@ -245,7 +263,8 @@ pub fn metric_sum(page: &str, name: &str, labels: &[&str]) -> f64 {
         .filter_map(|l| {
             let (series, value) = l.rsplit_once(' ')?;
             let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-            (n == name && labels.iter().all(|lab| rest.contains(lab))).then(|| value.parse::<f64>().ok())?
+            (n == name && labels.iter().all(|lab| rest.contains(lab)))
+                .then(|| value.parse::<f64>().ok())?
         })
         .sum()
 }

@@ -1,0 +1,46 @@
+//! `wasmgate eval` on the development set, through the serving runtime.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn eval_reports_quality_and_latency_of_the_default_guard() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/guard-dev.jsonl");
+    assert!(data.exists(), "{} is missing", data.display());
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args(["eval", "--json", "--guard"])
+        .arg(common::component("guard"))
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .expect("run eval");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    for key in ["tp", "fp", "tn", "fn", "recall", "fpr", "precision", "f1", "p50_us", "p99_us"] {
+        assert!(v.get(key).is_some(), "missing {key}: {v}");
+    }
+    let n = |k: &str| v[k].as_f64().unwrap();
+    assert_eq!(n("tp") + n("fp") + n("tn") + n("fn"), 600.0);
+    // Floors that guard against regressions; the guard-quality targets are higher.
+    assert!(n("recall") >= 0.9, "{v}");
+    assert!(n("fpr") <= 0.05, "{v}");
+    for lang in ["en", "zh"] {
+        assert!(v["by_lang"][lang]["recall"].as_f64().unwrap() >= 0.85, "{lang}: {v}");
+        assert!(v["by_lang"][lang]["fpr"].as_f64().unwrap() <= 0.05, "{lang}: {v}");
+    }
+
+    // Targets can be enforced by exit code.
+    let strict = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args(["eval", "--min-recall", "1.01", "--guard"])
+        .arg(common::component("guard"))
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .expect("run eval");
+    assert!(!strict.status.success());
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("targets missed"));
+}
