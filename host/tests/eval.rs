@@ -18,9 +18,24 @@ fn eval_reports_quality_and_latency_of_the_default_guard() {
         .arg(&data)
         .output()
         .expect("run eval");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    for key in ["tp", "fp", "tn", "fn", "recall", "fpr", "precision", "f1", "p50_us", "p99_us"] {
+    for key in [
+        "tp",
+        "fp",
+        "tn",
+        "fn",
+        "recall",
+        "fpr",
+        "precision",
+        "f1",
+        "p50_us",
+        "p99_us",
+    ] {
         assert!(v.get(key).is_some(), "missing {key}: {v}");
     }
     let n = |k: &str| v[k].as_f64().unwrap();
@@ -29,8 +44,14 @@ fn eval_reports_quality_and_latency_of_the_default_guard() {
     assert!(n("recall") >= 0.9, "{v}");
     assert!(n("fpr") <= 0.05, "{v}");
     for lang in ["en", "zh"] {
-        assert!(v["by_lang"][lang]["recall"].as_f64().unwrap() >= 0.85, "{lang}: {v}");
-        assert!(v["by_lang"][lang]["fpr"].as_f64().unwrap() <= 0.05, "{lang}: {v}");
+        assert!(
+            v["by_lang"][lang]["recall"].as_f64().unwrap() >= 0.85,
+            "{lang}: {v}"
+        );
+        assert!(
+            v["by_lang"][lang]["fpr"].as_f64().unwrap() <= 0.05,
+            "{lang}: {v}"
+        );
     }
 
     // Targets can be enforced by exit code.

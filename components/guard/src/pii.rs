@@ -46,7 +46,10 @@ pub fn redact(text: &str) -> String {
         while i < s {
             if can_start_phone(b, i) {
                 let (end, valid) = parse_phone(b, i, s);
-                if valid && b.get(end).is_none_or(|&c| !c.is_ascii_alphanumeric() && c != b'@') {
+                if valid
+                    && b.get(end)
+                        .is_none_or(|&c| !c.is_ascii_alphanumeric() && c != b'@')
+                {
                     out.push_str(&text[copied..i]);
                     out.push_str(PHONE);
                     copied = end;
@@ -161,7 +164,10 @@ fn parse_phone(b: &[u8], p: usize, lim: usize) -> (usize, bool) {
     let mut free_sep = plus || paren;
     let mut sep: Option<u8> = None;
     loop {
-        let this_sep = b.get(i).copied().filter(|c| i < lim && matches!(c, b' ' | b'-' | b'.'));
+        let this_sep = b
+            .get(i)
+            .copied()
+            .filter(|c| i < lim && matches!(c, b' ' | b'-' | b'.'));
         let at = if this_sep.is_some() { i + 1 } else { i };
         if at >= lim {
             break;
@@ -195,7 +201,10 @@ fn parse_phone(b: &[u8], p: usize, lim: usize) -> (usize, bool) {
         groups.push(j - at);
         i = j;
     }
-    (i, is_phone(&groups, plus, paren, sep, b[if plus { p + 1 } else { p }]))
+    (
+        i,
+        is_phone(&groups, plus, paren, sep, b[if plus { p + 1 } else { p }]),
+    )
 }
 
 fn is_phone(groups: &[usize], plus: bool, paren: bool, sep: Option<u8>, first: u8) -> bool {

@@ -74,7 +74,8 @@ impl Counts {
 
 #[test]
 fn dev_set_recall_and_fpr() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/guard-dev.jsonl");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/guard-dev.jsonl");
     let Ok(data) = std::fs::read_to_string(&path) else {
         println!("dev set not found at {}: skipping", path.display());
         return;
@@ -113,7 +114,11 @@ fn dev_set_recall_and_fpr() {
     println!("{}", all.line("all"));
     println!(
         "mean assess time (native, {}): {:.1} µs",
-        if cfg!(debug_assertions) { "debug" } else { "release" },
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
         elapsed.as_secs_f64() * 1e6 / rows.max(1) as f64
     );
 }
@@ -121,7 +126,8 @@ fn dev_set_recall_and_fpr() {
 /// Benign rows that come close to the threshold (margin check; prints only).
 #[test]
 fn dev_set_benign_margin() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/guard-dev.jsonl");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/guard-dev.jsonl");
     let Ok(data) = std::fs::read_to_string(&path) else {
         println!("dev set not found at {}: skipping", path.display());
         return;
@@ -151,6 +157,11 @@ fn adhoc_lines() {
     for line in data.lines().filter(|l| !l.trim().is_empty()) {
         let a = assess(line);
         let mark = if a.is_injection() { "BLOCK" } else { "allow" };
-        println!("{mark} {:.2} {:<20} {line:?} {:?}", a.score, a.category.map_or("-", |c| c.as_str()), a.signals);
+        println!(
+            "{mark} {:.2} {:<20} {line:?} {:?}",
+            a.score,
+            a.category.map_or("-", |c| c.as_str()),
+            a.signals
+        );
     }
 }

@@ -49,11 +49,27 @@ impl Fault {
         if let Some(Trap::Interrupt) = err.downcast_ref::<Trap>() {
             return Fault::Timeout(budget);
         }
+        // One line: the trap (not the whole wasm backtrace) and the guest's
+        // panic message if it printed one.
+        let mut msg = match err.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => format!("{err}")
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        };
         let stderr = store.data().stderr_text();
-        let mut msg = format!("{err:#}");
-        if !stderr.is_empty() {
+        // Rust panics print `thread … panicked at FILE:` then the message.
+        let panic: Vec<&str> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .take(2)
+            .collect();
+        if !panic.is_empty() {
             msg.push_str(": ");
-            msg.push_str(&stderr);
+            msg.push_str(&panic.join(" "));
         }
         Fault::Trap(msg)
     }

@@ -77,7 +77,10 @@ fn parse_words(list: Option<&str>) -> Vec<String> {
 /// The first banned word contained in `text`, if any (case-insensitive).
 fn find_banned<'w>(text: &str, words: &'w [String]) -> Option<&'w str> {
     let text = text.to_lowercase();
-    words.iter().find(|w| text.contains(w.as_str())).map(String::as_str)
+    words
+        .iter()
+        .find(|w| text.contains(w.as_str()))
+        .map(String::as_str)
 }
 
 /// Reads the configuration through the host's `config` import.
@@ -111,7 +114,12 @@ struct Watcher {
 
 impl Watcher {
     fn new(words: Vec<String>) -> Watcher {
-        let hold = words.iter().map(|w| w.len()).max().unwrap_or(1).saturating_sub(1);
+        let hold = words
+            .iter()
+            .map(|w| w.len())
+            .max()
+            .unwrap_or(1)
+            .saturating_sub(1);
         Watcher {
             words,
             held: String::new(),
