@@ -13,9 +13,9 @@ pub struct ApiError {
     pub message: String,
     pub kind: &'static str,
     pub param: Option<String>,
-    pub code: Option<String>,
+    pub code: Option<&'static str>,
     /// Extra fields merged into the `error` object (e.g. which guard blocked).
-    pub extra: Option<Value>,
+    pub extra: Option<Box<Value>>,
     pub retry_after: Option<u64>,
 }
 
@@ -37,13 +37,13 @@ impl ApiError {
         self
     }
 
-    pub fn with_code(mut self, code: impl Into<String>) -> Self {
-        self.code = Some(code.into());
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
         self
     }
 
     pub fn with_extra(mut self, extra: Value) -> Self {
-        self.extra = Some(extra);
+        self.extra = Some(Box::new(extra));
         self
     }
 
@@ -180,7 +180,9 @@ impl ApiError {
             "param": self.param,
             "code": self.code,
         });
-        if let (Some(Value::Object(extra)), Value::Object(map)) = (&self.extra, &mut error) {
+        if let (Some(Value::Object(extra)), Value::Object(map)) =
+            (self.extra.as_deref(), &mut error)
+        {
             for (k, v) in extra {
                 map.insert(k.clone(), v.clone());
             }

@@ -215,11 +215,11 @@ impl Sse {
     pub fn finish_reason(&self) -> Option<String> {
         self.chunks
             .iter()
-            .filter_map(|c| {
+            .rev()
+            .find_map(|c| {
                 c.pointer("/choices/0/finish_reason")
                     .and_then(Value::as_str)
             })
-            .last()
             .map(str::to_owned)
     }
 }
