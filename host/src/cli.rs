@@ -59,6 +59,12 @@ pub struct ServeArgs {
     /// Most component instances alive at once (pooling allocator size) [default: 2000].
     #[arg(long, env = "WASMGATE_MAX_INSTANCES")]
     pub max_instances: Option<u32>,
+    /// Bearer token for /admin/* (listing, uploading and removing components); unset = admin API off.
+    #[arg(long, env = "WASMGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Largest component upload in bytes [default: 32 MiB].
+    #[arg(long, env = "WASMGATE_MAX_COMPONENT_BYTES")]
+    pub max_component_bytes: Option<usize>,
 }
 
 #[derive(Debug, Args)]

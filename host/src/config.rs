@@ -144,6 +144,8 @@ pub struct FileConfig {
     pub upstream_connect_timeout_ms: Option<u64>,
     pub upstream_timeout_ms: Option<u64>,
     pub max_instances: Option<u32>,
+    pub admin_token: Option<String>,
+    pub max_component_bytes: Option<usize>,
     pub component_defaults: ComponentDefaults,
 }
 
@@ -162,6 +164,10 @@ pub struct Settings {
     pub upstream_timeout: Duration,
     /// Pooling-allocator size: concurrent component instances.
     pub max_instances: u32,
+    /// Bearer token of `/admin/*`; `None` switches the admin API off.
+    pub admin_token: Option<String>,
+    /// Largest component accepted by `PUT /admin/components/...`.
+    pub max_component_bytes: usize,
     pub component_defaults: ComponentDefaults,
 }
 
@@ -221,6 +227,15 @@ impl Settings {
                     .unwrap_or(120_000),
             ),
             max_instances: args.max_instances.or(file.max_instances).unwrap_or(2_000),
+            admin_token: args
+                .admin_token
+                .clone()
+                .or(file.admin_token)
+                .filter(|t| !t.is_empty()),
+            max_component_bytes: args
+                .max_component_bytes
+                .or(file.max_component_bytes)
+                .unwrap_or(32 << 20),
             component_defaults: defaults,
         })
     }

@@ -109,6 +109,17 @@ impl ApiError {
         .with_extra(json!({ "guard": guard, "category": category, "score": score }))
     }
 
+    /// 401: missing or wrong credentials.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message)
+            .with_code("invalid_api_key")
+    }
+
+    /// 403: the route is switched off.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "invalid_request_error", message).with_code("forbidden")
+    }
+
     /// 501 for what this build does not do yet.
     pub fn not_implemented(message: impl Into<String>) -> Self {
         Self::new(

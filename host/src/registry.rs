@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, broadcast};
 
 use crate::config::{ComponentDefaults, ComponentSettings};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::runtime::compile::sha256_hex;
-use crate::runtime::guard::Guard;
+use crate::runtime::guard::{Guard, unix_secs};
 
 /// One immutable snapshot of the loaded components.
 #[derive(Default)]
@@ -33,7 +33,31 @@ pub struct FileStatus {
     pub sha256: String,
     /// `None` when the file is loaded; the reason otherwise.
     pub error: Option<String>,
-    pub at: SystemTime,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+/// A change of the loaded set, for `/admin/events`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadEvent {
+    pub kind: &'static str,
+    pub name: String,
+    /// `loaded`, `replaced`, `removed` or `rejected`.
+    pub result: &'static str,
+    pub sha256: String,
+    pub error: Option<String>,
+    pub at: u64,
+}
+
+/// Why an upload or removal through the admin API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no such component")]
+    NotFound,
+    #[error("cannot write the component: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 pub struct Registry {
@@ -46,6 +70,7 @@ pub struct Registry {
     scan: Mutex<BTreeMap<String, FileStatus>>,
     /// Set once the first scan finished.
     ready: std::sync::atomic::AtomicBool,
+    events: broadcast::Sender<ReloadEvent>,
 }
 
 impl Registry {
@@ -63,6 +88,7 @@ impl Registry {
             defaults,
             scan: Mutex::new(BTreeMap::new()),
             ready: false.into(),
+            events: broadcast::channel(256).0,
         }
     }
 
@@ -81,6 +107,11 @@ impl Registry {
 
     pub fn agents_dir(&self) -> PathBuf {
         self.dir.join("agents")
+    }
+
+    /// Reload events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ReloadEvent> {
+        self.events.subscribe()
     }
 
     /// Last scan status of every guard file.
@@ -111,7 +142,7 @@ impl Registry {
                         sha256 = %guard.sha256,
                         "guard {result}"
                     );
-                    self.count_reload(name, result);
+                    self.report(name, result, &guard.sha256, None);
                     statuses.insert(name.clone(), status(&guard.sha256, None));
                     all_guards.insert(name.clone(), Arc::new(guard));
                 }
@@ -128,7 +159,12 @@ impl Registry {
                         "rejected guard file; {}",
                         if loaded.is_some() { "the previous version keeps serving" } else { "it is not loaded" }
                     );
-                    self.count_reload(name, "rejected");
+                    if statuses
+                        .get(name)
+                        .is_none_or(|st| st.sha256 != sha || st.error.as_ref() != Some(&why))
+                    {
+                        self.report(name, "rejected", &sha, Some(why.clone()));
+                    }
                     statuses.insert(name.clone(), status(&sha, Some(why)));
                     if let Some(g) = loaded {
                         all_guards.insert(name.clone(), g.clone());
@@ -136,10 +172,10 @@ impl Registry {
                 }
             }
         }
-        for name in old.all_guards.keys() {
+        for (name, g) in &old.all_guards {
             if !files.contains_key(name) {
                 tracing::info!(component = name, "guard removed");
-                self.count_reload(name, "removed");
+                self.report(name, "removed", &g.sha256, None);
                 statuses.remove(name);
             }
         }
@@ -208,11 +244,73 @@ impl Registry {
             .map_err(|why| (sha, why))
     }
 
-    fn count_reload(&self, name: &str, result: &str) {
+    fn report(&self, name: &str, result: &'static str, sha256: &str, error: Option<String>) {
         self.metrics
             .component_reloads
             .with_label_values(&[name, result])
             .inc();
+        let _ = self.events.send(ReloadEvent {
+            kind: "guard",
+            name: name.to_owned(),
+            result,
+            sha256: sha256.to_owned(),
+            error,
+            at: unix_secs(SystemTime::now()),
+        });
+    }
+
+    /// Validates `bytes` as guard `name` (compile, link, `info`) and only then
+    /// writes it into the folder atomically and loads it. Returns the loaded
+    /// guard and whether it is new.
+    pub async fn install_guard(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(Arc<Guard>, bool), DeployError> {
+        if !valid_name(name) {
+            return Err(DeployError::Invalid(format!(
+                "invalid component name `{name}`: use 1-64 of A-Z a-z 0-9 _ -"
+            )));
+        }
+        let sha = sha256_hex(&bytes);
+        let path = self.guards_dir().join(format!("{name}.wasm"));
+        let settings = ComponentSettings::load(&path.with_extension("toml"), &self.defaults)
+            .map_err(|e| DeployError::Invalid(e.to_string()))?;
+        let bytes = Arc::new(bytes);
+        if let Err(why) = self
+            .runtime
+            .load_guard(name, bytes.clone(), sha.clone(), settings)
+            .await
+        {
+            self.report(name, "rejected", &sha, Some(why.clone()));
+            return Err(DeployError::Invalid(why));
+        }
+        let existed = path.exists();
+        write_atomically(&path, &bytes)?;
+        self.sync().await;
+        match self.current().all_guards.get(name) {
+            Some(g) if g.sha256 == sha => Ok((g.clone(), !existed)),
+            _ => Err(DeployError::Invalid(
+                "the component validated but did not load; see /readyz".into(),
+            )),
+        }
+    }
+
+    /// Deletes guard `name`'s file and unloads it.
+    pub async fn remove_guard(&self, name: &str) -> Result<(), DeployError> {
+        if !valid_name(name) {
+            return Err(DeployError::NotFound);
+        }
+        let path = self.guards_dir().join(format!("{name}.wasm"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(DeployError::NotFound);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.sync().await;
+        Ok(())
     }
 }
 
@@ -220,8 +318,36 @@ fn status(sha: &str, error: Option<String>) -> FileStatus {
     FileStatus {
         sha256: sha.to_owned(),
         error,
-        at: SystemTime::now(),
+        at: unix_secs(SystemTime::now()),
     }
+}
+
+/// Writes `bytes` to `path` so that readers see the old file or the whole
+/// new one: a hidden temporary file in the same folder, fsync, rename, fsync
+/// of the folder. The watcher ignores the hidden name.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("component");
+    let tmp = dir.join(format!(
+        ".{file_name}.upload-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// `*.wasm` files of `dir` by stem. Names must be plain (`[A-Za-z0-9_-]`);

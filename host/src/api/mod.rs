@@ -1,5 +1,6 @@
 //! The HTTP API: OpenAI-compatible routes, health, metrics, the web UI.
 
+mod admin;
 mod chat;
 mod filters;
 mod request;
@@ -12,7 +13,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
@@ -38,6 +39,19 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(app.settings.max_body_bytes));
+    let admin = Router::new()
+        .route("/admin/components", get(admin::list))
+        .route(
+            "/admin/components/{kind}/{name}",
+            put(admin::put).delete(admin::delete),
+        )
+        .route("/admin/events", get(admin::events))
+        .layer(DefaultBodyLimit::max(app.settings.max_component_bytes))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            admin::require_admin,
+        ));
+    let api = api.merge(admin);
     let ui: Router<Arc<AppState>> = match &app.settings.ui_dir {
         Some(dir) => Router::new().fallback_service(tower_http::services::ServeDir::new(dir)),
         None => Router::new().route("/", get(landing)).fallback(not_found),
@@ -118,21 +132,12 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     let guards: Vec<Value> = set
         .all_guards
         .values()
-        .map(|g| {
-            json!({
-                "name": &*g.name,
-                "version": g.info.version,
-                "sha256": g.sha256,
-                "enabled": g.settings.enabled,
-                "loaded_at": g.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-                "last_error": files.get(&*g.name).and_then(|f| f.error.clone()),
-            })
-        })
+        .map(|g| g.json(files.get(&*g.name).and_then(|f| f.error.clone())))
         .collect();
     let rejected: Vec<Value> = files
         .iter()
         .filter(|(name, f)| f.error.is_some() && !set.all_guards.contains_key(*name))
-        .map(|(name, f)| json!({ "name": name, "sha256": f.sha256, "error": f.error }))
+        .map(|(name, f)| json!({ "name": name, "kind": "guard", "sha256": f.sha256, "error": f.error, "at": f.at }))
         .collect();
     let body = json!({
         "status": if components && upstream.is_ok() { "ready" } else { "not ready" },

@@ -101,6 +101,41 @@ pub struct Guard {
     engine: Engine,
     config: Arc<std::collections::BTreeMap<String, String>>,
     pub loaded_at: std::time::SystemTime,
+    pub stats: Stats,
+}
+
+/// Invocation counts and the last fault of one loaded component.
+#[derive(Default)]
+pub struct Stats {
+    pub ok: std::sync::atomic::AtomicU64,
+    pub fault: std::sync::atomic::AtomicU64,
+    pub last_fault: std::sync::Mutex<Option<String>>,
+}
+
+impl Stats {
+    pub fn record(&self, fault: Option<&Fault>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match fault {
+            None => {
+                self.ok.fetch_add(1, Relaxed);
+            }
+            Some(f) => {
+                self.fault.fetch_add(1, Relaxed);
+                if let Ok(mut last) = self.last_fault.lock() {
+                    *last = Some(f.to_string());
+                }
+            }
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        serde_json::json!({ "ok": self.ok.load(Relaxed), "fault": self.fault.load(Relaxed) })
+    }
+
+    pub fn last_fault(&self) -> Option<String> {
+        self.last_fault.lock().ok().and_then(|l| l.clone())
+    }
 }
 
 impl Guard {
@@ -139,6 +174,7 @@ impl Guard {
             pre,
             engine: engine.clone(),
             loaded_at: std::time::SystemTime::now(),
+            stats: Stats::default(),
         };
         let (mut store, bindings) = guard
             .instantiate(guard.settings.deadline)
@@ -250,6 +286,7 @@ impl Guard {
         started: Instant,
         result: &Result<T, Fault>,
     ) {
+        self.stats.record(result.as_ref().err());
         let outcome = match result {
             Ok(_) => "ok",
             Err(f) => {
@@ -330,4 +367,29 @@ impl OutputFilter {
         }
         result
     }
+}
+
+impl Guard {
+    /// The component as the admin API shows it.
+    pub fn json(&self, last_error: Option<String>) -> serde_json::Value {
+        serde_json::json!({
+            "name": &*self.name,
+            "kind": "guard",
+            "version": self.info.version,
+            "description": self.info.description,
+            "sha256": self.sha256,
+            "enabled": self.settings.enabled,
+            "order": self.settings.order,
+            "filters_output": self.info.filters_output,
+            "loaded_at": unix_secs(self.loaded_at),
+            "invocations": self.stats.json(),
+            "last_error": last_error.or_else(|| self.stats.last_fault()),
+        })
+    }
+}
+
+pub fn unix_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
