@@ -1,7 +1,7 @@
 //! Prompt-injection detection over one message.
 //!
 //! [`assess`] normalises the text ([`crate::normalize`]), tokenises it once
-//! ([`crate::engine::Scan`]), tries every rule of [`crate::rules`] and adds a
+//! (`engine::Scan`), tries every rule of `rules` and adds a
 //! few signals that are not phrases (invisible characters, chat-template
 //! tokens, an upper-case `DAN`). Rule weights combine as a noisy OR.
 

@@ -2,9 +2,10 @@
 //!
 //! [`pat`] is a `const fn`: every rule in [`crate::rules`] is parsed by the
 //! compiler into word ids (indexes into the sorted [`WORDS`] table) and class
-//! bit masks. At run time a message is tokenised once (one binary search per
-//! token) and each pattern is tried with integer compares; a pattern whose
-//! words do not occur at all is skipped after a few bit tests.
+//! bit masks; the word hash table and the lookup bitmaps are `static`s filled
+//! by `const fn`s too. At run time a message is tokenised once (one hash
+//! lookup per word) and each pattern is tried with integer compares; a
+//! pattern whose words do not occur at all is skipped after a few bit tests.
 
 use crate::detect::Category;
 use crate::normalize::is_cjk;
@@ -71,7 +72,8 @@ pub struct Pat {
 }
 
 impl Pat {
-    /// Puts the pattern in a group (see [`Pat::group`]).
+    /// Puts the pattern in a group: of the patterns of one group that match,
+    /// only the strongest counts.
     pub const fn group(mut self, group: &'static str) -> Pat {
         self.group = group;
         self
@@ -223,28 +225,12 @@ const fn build_masks() -> [u64; NWORDS] {
     masks
 }
 
-/// `BUCKETS[b]..BUCKETS[b + 1]`: the words whose first byte is `b` (ASCII).
-static BUCKETS: [u16; 129] = build_buckets();
-
-const fn build_buckets() -> [u16; 129] {
-    let mut b = [0u16; 129];
-    let mut byte = 0;
-    let mut i = 0;
-    while byte < 129 {
-        while i < NWORDS && (WORDS[i].as_bytes()[0] as usize) < byte {
-            i += 1;
-        }
-        b[byte] = i as u16;
-        byte += 1;
-    }
-    b
-}
-
 /// Number of distinct first characters of the non-ASCII (Chinese) keywords.
 const NFIRST: usize = count_first();
 
 /// `(first char, start, end)` of each run of non-ASCII keywords in [`WORDS`].
-static FIRST: [(char, u16, u16); NFIRST] = build_first();
+static FIRST: [(char, u16, u16); NFIRST] = FIRST_TABLE;
+const FIRST_TABLE: [(char, u16, u16); NFIRST] = build_first();
 
 const fn first_char(w: &str) -> char {
     let b = w.as_bytes();
@@ -299,24 +285,74 @@ const fn build_first() -> [(char, u16, u16); NFIRST] {
     t
 }
 
+const HASH_BITS: u32 = 11;
+const HASH_LEN: usize = 1 << HASH_BITS;
+const _: () = assert!(NWORDS * 2 < HASH_LEN, "grow HASH_BITS");
+
+const fn fnv(b: &[u8]) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < b.len() {
+        h ^= b[i] as u32;
+        h = h.wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    (h >> (32 - HASH_BITS)) as usize
+}
+
+/// Open-addressing hash table of word ids, filled at compile time.
+static HASH: [u16; HASH_LEN] = build_hash();
+
+const fn build_hash() -> [u16; HASH_LEN] {
+    let mut t = [UNKNOWN; HASH_LEN];
+    let mut id = 0;
+    while id < NWORDS {
+        let mut h = fnv(WORDS[id].as_bytes());
+        while t[h] != UNKNOWN {
+            h = (h + 1) % HASH_LEN;
+        }
+        t[h] = id as u16;
+        id += 1;
+    }
+    t
+}
+
+/// One bit per ideograph in U+4E00..U+A000: set when a keyword starts with it.
+static FIRST_BITS: [u8; 0x5200 / 8] = {
+    let mut bits = [0u8; 0x5200 / 8];
+    let mut i = 0;
+    while i < NFIRST {
+        let k = (FIRST_TABLE[i].0 as u32).wrapping_sub(0x4E00) as usize;
+        if k < 0x5200 {
+            bits[k / 8] |= 1 << (k % 8);
+        }
+        i += 1;
+    }
+    bits
+};
+
 /// The id of a word in [`WORDS`].
 pub fn lookup(w: &str) -> Option<u16> {
-    let (lo, hi) = match w.as_bytes().first() {
-        Some(&b) if b < 128 => (
-            BUCKETS[b as usize] as usize,
-            BUCKETS[b as usize + 1] as usize,
-        ),
-        _ => (0, NWORDS),
-    };
-    WORDS[lo..hi]
-        .binary_search(&w)
-        .ok()
-        .map(|i| (lo + i) as u16)
+    let mut h = fnv(w.as_bytes());
+    loop {
+        let id = HASH[h];
+        if id == UNKNOWN {
+            return None;
+        }
+        if WORDS[id as usize] == w {
+            return Some(id);
+        }
+        h = (h + 1) % HASH_LEN;
+    }
 }
 
 /// The longest keyword at the start of `rest` (which starts with the
 /// non-ASCII char `c`): its id and byte length.
 fn longest_keyword(rest: &str, c: char) -> Option<(u16, usize)> {
+    let bit = (c as u32).wrapping_sub(0x4E00) as usize;
+    if bit < 0x5200 && FIRST_BITS[bit / 8] & (1 << (bit % 8)) == 0 {
+        return None;
+    }
     let k = FIRST.binary_search_by_key(&c, |f| f.0).ok()?;
     let (_, start, end) = FIRST[k];
     let mut best: Option<(u16, usize)> = None;
@@ -346,6 +382,8 @@ impl Tok {
 /// A tokenised message with the set of words it contains.
 pub struct Scan {
     pub toks: Vec<Tok>,
+    /// Positions of the tokens that are keywords (only these can start a match).
+    known: Vec<u32>,
     present: [u64; PRESENT_LEN],
     present_mask: u64,
 }
@@ -359,12 +397,27 @@ fn is_word_char(c: char) -> bool {
 }
 
 fn next_char(s: &str, i: usize) -> Option<char> {
-    s.get(i..).and_then(|r| r.chars().next())
+    match s.as_bytes().get(i) {
+        Some(&b) if b < 0x80 => Some(b as char),
+        Some(_) => s.get(i..).and_then(|r| r.chars().next()),
+        None => None,
+    }
 }
 
 fn word_end(s: &str, mut j: usize) -> usize {
-    while let Some(c) = next_char(s, j).filter(|&c| is_word_char(c)) {
-        j += c.len_utf8();
+    let b = s.as_bytes();
+    while j < b.len() {
+        if b[j] < 0x80 {
+            if !b[j].is_ascii_alphanumeric() {
+                break;
+            }
+            j += 1;
+        } else {
+            match next_char(s, j).filter(|&c| is_word_char(c)) {
+                Some(c) => j += c.len_utf8(),
+                None => break,
+            }
+        }
     }
     j
 }
@@ -373,35 +426,50 @@ impl Scan {
     /// Tokenises folded text (the output of [`crate::normalize::normalize`]).
     pub fn new(s: &str) -> Scan {
         let mut toks: Vec<Tok> = Vec::with_capacity(s.len() / 4 + 4);
-        let mut word = String::new();
+        // Only words that are glued back together need a copy.
+        let mut joined = String::new();
         let mut i = 0;
         while let Some(c) = next_char(s, i) {
             if is_word_char(c) {
-                word.clear();
-                let mut j = i;
+                let mut j = word_end(s, i);
+                let mut glued = false;
                 loop {
-                    let e = word_end(s, j);
-                    word.push_str(&s[j..e]);
-                    j = e;
                     match next_char(s, j) {
                         // don't → dont
-                        Some('\'') if next_char(s, j + 1).is_some_and(is_word_char) => j += 1,
+                        Some('\'') if next_char(s, j + 1).is_some_and(is_word_char) => {
+                            if !glued {
+                                joined.clear();
+                                joined.push_str(&s[i..j]);
+                                glued = true;
+                            }
+                            let e = word_end(s, j + 1);
+                            joined.push_str(&s[j + 1..e]);
+                            j = e;
+                        }
                         // role-play → roleplay, i-nstruction → instruction (only into known words)
                         Some('-' | '_') if next_char(s, j + 1).is_some_and(is_word_char) => {
                             let e = word_end(s, j + 1);
-                            let keep = word.len();
-                            word.push_str(&s[j + 1..e]);
-                            if lookup(&word).is_some() {
+                            let keep = if glued { joined.len() } else { 0 };
+                            if !glued {
+                                joined.clear();
+                                joined.push_str(&s[i..j]);
+                            }
+                            joined.push_str(&s[j + 1..e]);
+                            if lookup(&joined).is_some() {
+                                glued = true;
                                 j = e;
                             } else {
-                                word.truncate(keep);
+                                if glued {
+                                    joined.truncate(keep);
+                                }
                                 break;
                             }
                         }
                         _ => break,
                     }
                 }
-                toks.push(Tok::new(lookup(&word).unwrap_or(UNKNOWN)));
+                let word = if glued { joined.as_str() } else { &s[i..j] };
+                toks.push(Tok::new(lookup(word).unwrap_or(UNKNOWN)));
                 i = j;
                 continue;
             }
@@ -443,14 +511,17 @@ impl Scan {
         }
         let mut present = [0u64; PRESENT_LEN];
         let mut present_mask = 0;
-        for t in &toks {
+        let mut known = Vec::with_capacity(toks.len());
+        for (i, t) in toks.iter().enumerate() {
             if t.id != UNKNOWN {
                 present[t.id as usize / 64] |= 1 << (t.id % 64);
                 present_mask |= t.mask;
+                known.push(i as u32);
             }
         }
         Scan {
             toks,
+            known,
             present,
             present_mask,
         }
@@ -486,8 +557,10 @@ impl Pat {
         if !els.iter().all(|e| e.possible(sc)) {
             return false;
         }
-        (0..sc.toks.len())
-            .any(|i| els[0].matches(sc.toks[i]) && match_rest(&els[1..], &sc.toks, i + 1))
+        sc.known.iter().any(|&i| {
+            let i = i as usize;
+            els[0].matches(sc.toks[i]) && match_rest(&els[1..], &sc.toks, i + 1)
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //! e-mail/phone redaction on output.
 //!
 //! The logic lives in plain modules without wit-bindgen types, so
-//! `cargo test -p guard` runs natively; [`component`] (wasm only) wires it to
+//! `cargo test -p guard` runs natively; `component` (wasm only) wires it to
 //! the `guard-component` world.
 
 pub mod detect;

@@ -208,11 +208,27 @@ fn homoglyph(c: char) -> Option<char> {
 
 /// Traditional → simplified Chinese for the characters the rules use.
 fn simplify(c: char) -> char {
+    let k = (c as u32).wrapping_sub(0x4E00) as usize;
+    if k >= 0x5200 || TRAD_BITS[k / 8] & (1 << (k % 8)) == 0 {
+        return c;
+    }
     match TRAD_SIMP.binary_search_by_key(&c, |&(t, _)| t) {
         Ok(i) => TRAD_SIMP[i].1,
         Err(_) => c,
     }
 }
+
+/// One bit per ideograph in U+4E00..U+A000: set for the keys of [`TRAD_SIMP`].
+static TRAD_BITS: [u8; 0x5200 / 8] = {
+    let mut bits = [0u8; 0x5200 / 8];
+    let mut i = 0;
+    while i < TRAD_SIMP.len() {
+        let k = TRAD_SIMP[i].0 as usize - 0x4E00;
+        bits[k / 8] |= 1 << (k % 8);
+        i += 1;
+    }
+    bits
+};
 
 /// Sorted by the traditional character (checked by a test).
 static TRAD_SIMP: &[(char, char)] = &[
@@ -588,13 +604,15 @@ fn collapse_spaced(chars: &[char]) -> String {
             is_cjk(c) || c.is_alphanumeric()
         }
     };
-    let single = |i: usize| {
-        word(chars[i]) && (i == 0 || !word(chars[i - 1])) && (i + 1 == n || !word(chars[i + 1]))
-    };
+    let is_sep = |c: char| matches!(c, ' ' | '.' | '-' | '_' | '*');
+    // A one-character word at `i` (the caller knows `chars[i + 1]` is a separator).
+    let single_before_sep = |i: usize| word(chars[i]) && (i == 0 || !word(chars[i - 1]));
+    let single = |i: usize| single_before_sep(i) && (i + 1 == n || !word(chars[i + 1]));
     let mut out = String::with_capacity(n + n / 2);
     let mut i = 0;
     while i < n {
-        if single(i) && i + 2 < n && matches!(chars[i + 1], ' ' | '.' | '-' | '_' | '*') {
+        // Cheapest test first: most characters are not followed by a separator.
+        if i + 2 < n && is_sep(chars[i + 1]) && single_before_sep(i) {
             let sep = chars[i + 1];
             let mut j = i;
             let mut count = 1;

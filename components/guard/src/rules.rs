@@ -16,6 +16,15 @@
 //! Each matching pattern adds its weight `w`; weights combine as a noisy OR,
 //! `1 - Π(1 - w)`, and a message is blocked at [`crate::detect::THRESHOLD`] (0.5).
 //! So a pattern with `w ≥ 0.5` blocks on its own, and weaker ones need company.
+//! `pat(..).group("name")` makes alternatives of one signal count once.
+//!
+//! After "my"/"our", the context classes `ctxp`, `ctxa` and `ctxw` are
+//! dropped from the next word (and from the word before): "ignore my
+//! previous instructions" is a user correcting themselves, not an attack.
+//!
+//! The numbers were tuned on the shared dev set while keeping every rule a
+//! general phrase shape (no rows were copied); `tests/dev_set.rs` prints the
+//! recall and false-positive rate, and `GUARD_ADHOC=file` scores any lines.
 
 use crate::detect::Category::{self, *};
 use crate::engine::{Pat, pat};
