@@ -17,10 +17,11 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::metrics::{CacheInfo, FinishReason, Metrics};
+use crate::script::{Message, Script};
 use crate::tokenizer;
 use crate::wire::{self, ChunkWriter, Usage};
 
-/// What the simulated model answers.
+/// What the simulated model answers (when no `--script` rule applies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// The last user message, verbatim.
@@ -53,6 +54,8 @@ pub struct EngineConfig {
     pub fail_mode: FailMode,
     pub fail_after_tokens: usize,
     pub seed: Option<u64>,
+    /// Scripted replies, tried before `mode`.
+    pub script: Option<Arc<Script>>,
 }
 
 /// Chunk-stream options from `stream_options`.
@@ -208,13 +211,24 @@ impl Engine {
     }
 
     /// Decides the answer, the finish reason and whether the request fails.
-    pub fn plan(&self, prompt_tokens: u64, max_tokens: u64, last_user: &str) -> Plan {
-        let mut tokens: Vec<String> = match self.cfg.mode {
-            Mode::Echo => tokenizer::tokenize(last_user)
+    ///
+    /// The answer is the reply of the first `--script` rule that applies to
+    /// `messages` (using up a once-only rule), else what `--mode` says.
+    pub fn plan(&self, prompt_tokens: u64, max_tokens: u64, messages: &[Message]) -> Plan {
+        let scripted = self.cfg.script.as_ref().and_then(|s| s.reply(messages));
+        let echo = |text: &str| {
+            tokenizer::tokenize(text)
                 .into_iter()
                 .map(str::to_owned)
-                .collect(),
-            Mode::Lorem => self.lorem(self.cfg.lorem_tokens),
+                .collect()
+        };
+        let mut tokens: Vec<String> = match (scripted, self.cfg.mode) {
+            (Some(reply), _) => echo(reply),
+            (None, Mode::Echo) => {
+                let last_user = messages.iter().rev().find(|m| m.role == "user");
+                echo(last_user.map_or("", |m| m.text.as_str()))
+            }
+            (None, Mode::Lorem) => self.lorem(self.cfg.lorem_tokens),
         };
         let finish = if tokens.len() as u64 > max_tokens {
             tokens.truncate(usize::try_from(max_tokens).unwrap_or(usize::MAX));
@@ -587,6 +601,10 @@ mod tests {
     use super::*;
 
     fn engine(mode: Mode, max_num_seqs: usize) -> Arc<Engine> {
+        scripted(mode, max_num_seqs, None)
+    }
+
+    fn scripted(mode: Mode, max_num_seqs: usize, script: Option<&str>) -> Arc<Engine> {
         Arc::new(
             Engine::new(EngineConfig {
                 model: "m".into(),
@@ -600,18 +618,26 @@ mod tests {
                 fail_mode: FailMode::Http500,
                 fail_after_tokens: 3,
                 seed: Some(7),
+                script: script.map(|s| Arc::new(Script::parse(s).expect("script"))),
             })
             .expect("engine"),
         )
     }
 
+    fn user(text: &str) -> Vec<Message> {
+        vec![Message {
+            role: "user".into(),
+            text: text.into(),
+        }]
+    }
+
     #[test]
     fn plan_caps_by_max_tokens() {
         let e = engine(Mode::Echo, 4);
-        let p = e.plan(10, 100, "hello world");
+        let p = e.plan(10, 100, &user("hello world"));
         assert_eq!(p.tokens, ["hello", " world"]);
         assert_eq!(p.finish, FinishReason::Stop);
-        let p = e.plan(10, 1, "hello world");
+        let p = e.plan(10, 1, &user("hello world"));
         assert_eq!(p.tokens, ["hello"]);
         assert_eq!(p.finish, FinishReason::Length);
     }
@@ -619,19 +645,50 @@ mod tests {
     #[test]
     fn lorem_has_requested_length() {
         let e = engine(Mode::Lorem, 4);
-        let p = e.plan(10, 1000, "");
+        let p = e.plan(10, 1000, &[]);
         assert_eq!(p.tokens.len(), 20);
         assert!(p.tokens[0].starts_with(char::is_uppercase));
         assert_eq!(p.finish, FinishReason::Stop);
-        let p = e.plan(10, 5, "");
+        let p = e.plan(10, 5, &[]);
         assert_eq!(p.tokens.len(), 5);
         assert_eq!(p.finish, FinishReason::Length);
+    }
+
+    #[test]
+    fn echo_uses_the_last_user_message() {
+        let e = engine(Mode::Echo, 4);
+        let mut convo = user("first");
+        convo.extend(user("second"));
+        convo.push(Message {
+            role: "tool".into(),
+            text: "tool output".into(),
+        });
+        assert_eq!(e.plan(10, 100, &convo).tokens, ["second"]);
+    }
+
+    #[test]
+    fn script_reply_wins_over_mode_and_is_capped() {
+        let script = r#"[{"match": "ping", "reply": "pong pong pong"}]"#;
+        for mode in [Mode::Echo, Mode::Lorem] {
+            let e = scripted(mode, 4, Some(script));
+            let p = e.plan(10, 100, &user("ping?"));
+            assert_eq!(p.tokens, ["pong", " pong", " pong"]);
+            assert_eq!(p.finish, FinishReason::Stop);
+            let p = e.plan(10, 2, &user("ping?"));
+            assert_eq!(p.tokens, ["pong", " pong"]);
+            assert_eq!(p.finish, FinishReason::Length);
+        }
+        // No rule applies: back to the mode.
+        let e = scripted(Mode::Echo, 4, Some(script));
+        assert_eq!(e.plan(10, 100, &user("hello")).tokens, ["hello"]);
+        let e = scripted(Mode::Lorem, 4, Some(script));
+        assert_eq!(e.plan(10, 100, &user("hello")).tokens.len(), 20);
     }
 
     #[tokio::test]
     async fn dropped_lifecycle_settles_as_abort() {
         let e = engine(Mode::Echo, 1);
-        let plan = e.plan(5, 10, "hi");
+        let plan = e.plan(5, 10, &user("hi"));
         let mut first = e.start(&plan);
         assert!(first.admit().await);
         let second = e.start(&plan);

@@ -7,17 +7,20 @@
 
 mod engine;
 mod metrics;
+mod script;
 mod server;
 mod tokenizer;
 mod wire;
 
 use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 
 use crate::engine::{Engine, EngineConfig, FailMode, Mode};
+use crate::script::Script;
 
 #[derive(Debug, Parser)]
 #[command(name = "vllm-sim", version, about)]
@@ -35,9 +38,35 @@ struct Args {
         default_value = "Qwen/Qwen2.5-0.5B-Instruct"
     )]
     model: String,
-    /// What the model answers.
+    /// What the model answers when no --script rule applies.
     #[arg(long, env = "VLLM_SIM_MODE", value_enum, default_value_t = Mode::Echo)]
     mode: Mode,
+    /// Scripted replies: a JSON file of rules, read once at start.
+    ///
+    /// The file is an array of rules:
+    ///   [{"match": "weather in Paris", "reply": "<tool_call>...</tool_call>"},
+    ///    {"match": "\"temp\":", "reply": "It is sunny.", "role": "tool", "repeat": false},
+    ///    {"match": "You are a pirate", "reply": "Arr.", "match_any_message": true}]
+    ///
+    /// For each chat request the first rule that applies gives the answer,
+    /// streamed (or returned whole) exactly like echo mode, max_tokens cut
+    /// included. A rule applies when "match" (case-sensitive; "" matches
+    /// anything) is a substring of the text of the request's last message, or
+    /// of any message with "match_any_message": true; and when "role" ("user",
+    /// "tool" or "any", the default) accepts the role of the last message. A
+    /// rule with "repeat": false (default true) answers one request, then is
+    /// skipped. Message text is the content string, or its text parts joined
+    /// by newlines. When no rule applies, --mode answers. A once-only rule is
+    /// used up by the first request it answers, even if that request then
+    /// fails (--fail-rate) or is aborted. An unreadable or invalid file stops
+    /// the start with exit code 2.
+    #[arg(
+        long,
+        env = "VLLM_SIM_SCRIPT",
+        value_name = "FILE",
+        verbatim_doc_comment
+    )]
+    script: Option<PathBuf>,
     /// Answer length in lorem mode (capped by max_tokens).
     #[arg(long, env = "VLLM_SIM_LOREM_TOKENS", default_value_t = 64)]
     lorem_tokens: usize,
@@ -119,6 +148,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
+    let script = match args.script.as_deref().map(Script::load).transpose() {
+        Ok(script) => script.map(Arc::new),
+        Err(e) => {
+            eprintln!("vllm-sim: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let (Some(script), Some(path)) = (&script, &args.script) {
+        tracing::info!(rules = script.len(), path = %path.display(), "script loaded");
+    }
+
     let engine = Arc::new(Engine::new(EngineConfig {
         model: args.model,
         mode: args.mode,
@@ -131,6 +171,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         fail_mode: args.fail_mode,
         fail_after_tokens: args.fail_after_tokens,
         seed: args.seed,
+        script,
     })?);
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;

@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::engine::{Engine, Outcome, StreamOpts};
 use crate::metrics::FinishReason;
+use crate::script::Message;
 use crate::tokenizer;
 use crate::wire::{self, ChunkWriter, LocPart, ValidationIssue};
 
@@ -126,7 +127,8 @@ struct ChatRequest {
     opts: StreamOpts,
     prompt_tokens: u64,
     max_tokens: Option<u64>,
-    last_user: String,
+    /// Role and text of every message, for echo mode and `--script` rules.
+    messages: Vec<Message>,
     request_id: Option<String>,
 }
 
@@ -216,14 +218,18 @@ fn validate(engine: &Engine, body: &Map<String, Value>) -> Result<ChatRequest, A
     }
 
     let mut prompt_tokens: u64 = 3;
-    let mut last_user = String::new();
-    for message in messages {
-        let text = content_text(message.get("content"));
-        prompt_tokens += tokenizer::count(&text) as u64 + 3;
-        if message.get("role").and_then(Value::as_str) == Some("user") {
-            last_user = text;
-        }
-    }
+    let messages: Vec<Message> = messages
+        .iter()
+        .map(|message| {
+            let text = content_text(message.get("content"));
+            prompt_tokens += tokenizer::count(&text) as u64 + 3;
+            let role = message.get("role").and_then(Value::as_str).unwrap_or("");
+            Message {
+                role: role.to_owned(),
+                text,
+            }
+        })
+        .collect();
 
     // `max_completion_tokens` wins over the deprecated `max_tokens`.
     let mut max_tokens = None;
@@ -291,7 +297,7 @@ fn validate(engine: &Engine, body: &Map<String, Value>) -> Result<ChatRequest, A
         opts,
         prompt_tokens,
         max_tokens,
-        last_user,
+        messages,
         request_id,
     })
 }
@@ -331,7 +337,7 @@ async fn handle_chat(
         .max_tokens
         .unwrap_or(max_model_len.saturating_sub(req.prompt_tokens));
 
-    let plan = engine.plan(req.prompt_tokens, max_tokens, &req.last_user);
+    let plan = engine.plan(req.prompt_tokens, max_tokens, &req.messages);
     let mut lc = engine.start(&plan);
 
     if plan.fault == Some(crate::engine::FailMode::Http500) {

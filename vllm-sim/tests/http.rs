@@ -694,3 +694,182 @@ fn continuous_usage_and_lorem() {
         r#""choices":[],"usage":{"prompt_tokens":7,"total_tokens":12,"completion_tokens":5}}"#
     ));
 }
+
+/// Writes a `--script` file into a fresh temp directory (removed on drop).
+struct ScriptFile {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+}
+
+impl ScriptFile {
+    fn new(name: &str, text: &str) -> ScriptFile {
+        let dir = std::env::temp_dir().join(format!("vllm-sim-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("rules.json");
+        std::fs::write(&path, text).expect("write script");
+        ScriptFile { dir, path }
+    }
+
+    fn arg(&self) -> &str {
+        self.path.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for ScriptFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The `delta.content` of every content chunk of a stream, in order.
+fn deltas(events: &[String]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.as_str() != "[DONE]")
+        .filter_map(|e| {
+            let v: serde_json::Value = serde_json::from_str(e).expect("chunk JSON");
+            let choice = v["choices"].get(0)?;
+            if !choice["finish_reason"].is_null() || choice["delta"].get("role").is_some() {
+                return None;
+            }
+            Some(choice["delta"]["content"].as_str()?.to_owned())
+        })
+        .collect()
+}
+
+fn chat_body(messages: serde_json::Value) -> String {
+    serde_json::json!({"model": "qwen", "messages": messages, "stream": true}).to_string()
+}
+
+#[test]
+fn script_replies() {
+    let reply = "Calling the weather tool for alice@example.com, order 1234567.";
+    let rules = serde_json::json!([
+        {"match": "weather in Paris", "reply": reply, "role": "user"},
+        {"match": "\"temp\": 21", "reply": "It is 21 degrees in Paris.", "role": "tool"},
+        {"match": "book it", "reply": "Booked, reference 42.", "repeat": false},
+        {"match": "book it", "reply": "Already booked."},
+        {"match": "You are a pirate", "reply": "Arr, matey.", "match_any_message": true}
+    ]);
+    let file = ScriptFile::new("script-replies", &rules.to_string());
+    let sim = Sim::start(&["--script", file.arg(), "--ttft-ms", "0", "--itl-ms", "0"]);
+
+    // A rule matched on the user message: chunked exactly like echo mode
+    // chunks the same text.
+    let scripted = sim
+        .chat(&chat_body(serde_json::json!([
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What is the weather in Paris today?"}
+        ])))
+        .events();
+    let echoed = sim.chat(&user(reply)).events();
+    assert_eq!(deltas(&scripted).concat(), reply);
+    assert_eq!(deltas(&scripted), deltas(&echoed));
+    assert!(deltas(&scripted).len() > 10);
+    assert!(scripted[scripted.len() - 2].contains(r#""finish_reason":"stop""#));
+    assert_eq!(scripted.last().map(String::as_str), Some("[DONE]"));
+
+    // The same text in a tool message: the "user" rule does not apply, the
+    // "tool" rule does (content as a list of text parts).
+    let tool_turn = serde_json::json!([
+        {"role": "user", "content": "What is the weather in Paris today?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1",
+         "content": [{"type": "text", "text": "{\"city\": \"Paris\", \"temp\": 21}"}]}
+    ]);
+    let events = sim.chat(&chat_body(tool_turn)).events();
+    assert_eq!(deltas(&events).concat(), "It is 21 degrees in Paris.");
+    // A tool rule does not apply to a user message carrying the same text:
+    // fallback to echo.
+    let events = sim.chat(&user(r#"I saw "temp": 21"#)).events();
+    assert_eq!(deltas(&events).concat(), r#"I saw "temp": 21"#);
+
+    // A once-only rule answers once, then the next matching rule does.
+    let book = user("ok, book it");
+    assert_eq!(
+        deltas(&sim.chat(&book).events()).concat(),
+        "Booked, reference 42."
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            deltas(&sim.chat(&book).events()).concat(),
+            "Already booked."
+        );
+    }
+
+    // match_any_message: the system prompt selects the reply.
+    let events = sim
+        .chat(&chat_body(serde_json::json!([
+            {"role": "system", "content": "You are a pirate."},
+            {"role": "user", "content": "hello"}
+        ])))
+        .events();
+    assert_eq!(deltas(&events).concat(), "Arr, matey.");
+
+    // No rule applies: echo mode.
+    let events = sim.chat(&user("just echo me")).events();
+    assert_eq!(deltas(&events).concat(), "just echo me");
+
+    // Non-streamed, cut by max_tokens like echo mode ("Callin", "g", " the").
+    let body = serde_json::json!({
+        "messages": [{"role": "user", "content": "weather in Paris?"}],
+        "max_tokens": 3
+    })
+    .to_string();
+    let v: serde_json::Value = serde_json::from_str(&sim.chat(&body).text()).expect("json");
+    assert_eq!(v["choices"][0]["message"]["content"], "Calling the");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 3);
+
+    let text = sim.metrics();
+    assert_eq!(metric(&text, &success("stop")), Some(9.0));
+    assert_eq!(metric(&text, &success("length")), Some(1.0));
+}
+
+#[test]
+fn script_falls_back_to_lorem() {
+    let file = ScriptFile::new("script-lorem", r#"[{"match": "ping", "reply": "pong"}]"#);
+    let sim = Sim::start(&[
+        "--script",
+        file.arg(),
+        "--mode",
+        "lorem",
+        "--lorem-tokens",
+        "5",
+        "--ttft-ms",
+        "0",
+        "--itl-ms",
+        "0",
+    ]);
+    assert_eq!(deltas(&sim.chat(&user("ping")).events()), ["pong"]);
+    assert_eq!(deltas(&sim.chat(&user("hello")).events()).len(), 5);
+}
+
+#[test]
+fn invalid_script_is_a_startup_error() {
+    let file = ScriptFile::new(
+        "script-invalid",
+        r#"[{"match": "a", "reply": "b"}, {"match": "a", "role": "robot", "reply": "c"}]"#,
+    );
+    let missing = file.dir.join("missing.json");
+    for (path, problem) in [
+        (
+            file.arg(),
+            "rules[1]: unknown variant `robot`, expected one of `user`, `tool`, `any`",
+        ),
+        (missing.to_str().expect("utf-8"), "cannot read it: "),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vllm-sim"))
+            .args(["--port", "0"])
+            .env("VLLM_SIM_SCRIPT", path)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run vllm-sim");
+        assert_eq!(out.status.code(), Some(2));
+        assert!(out.stdout.is_empty(), "must not start listening");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let want = format!("vllm-sim: invalid script file {path}: {problem}");
+        assert!(stderr.starts_with(&want), "{stderr}");
+    }
+}
