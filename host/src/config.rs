@@ -78,6 +78,30 @@ pub struct ComponentFile {
     pub enabled: Option<bool>,
     /// Read by the component through the `config` import.
     pub config: BTreeMap<String, String>,
+    /// Agents: upstream models the agent may use; the first is its default.
+    /// Empty = the upstream's first model.
+    pub models: Vec<String>,
+    /// Agents: host tools granted (`kb-search`, `calculator`, `now`).
+    pub tools: Vec<String>,
+    /// Agents: folder of Markdown/text documents for `kb-search`.
+    pub kb_dir: Option<PathBuf>,
+    pub max_completions: Option<u32>,
+    pub max_tool_calls: Option<u32>,
+    pub run_deadline_ms: Option<u64>,
+    /// Agents: cap on `max_tokens` of each completion.
+    pub max_tokens: Option<u32>,
+}
+
+/// Limits and grants of an agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSettings {
+    pub models: Vec<String>,
+    pub tools: Vec<String>,
+    pub kb_dir: Option<PathBuf>,
+    pub max_completions: u32,
+    pub max_tool_calls: u32,
+    pub run_deadline: Duration,
+    pub max_tokens: u32,
 }
 
 /// The resolved settings of one component.
@@ -90,6 +114,7 @@ pub struct ComponentSettings {
     pub on_error: FailPolicy,
     pub enabled: bool,
     pub config: BTreeMap<String, String>,
+    pub agent: AgentSettings,
 }
 
 impl ComponentSettings {
@@ -109,6 +134,15 @@ impl ComponentSettings {
             on_error: file.on_error.unwrap_or(defaults.on_error),
             enabled: file.enabled.unwrap_or(true),
             config: file.config,
+            agent: AgentSettings {
+                models: file.models,
+                tools: file.tools,
+                kb_dir: file.kb_dir,
+                max_completions: file.max_completions.unwrap_or(6),
+                max_tool_calls: file.max_tool_calls.unwrap_or(8),
+                run_deadline: Duration::from_millis(file.run_deadline_ms.unwrap_or(120_000)),
+                max_tokens: file.max_tokens.unwrap_or(1024),
+            },
         }
     }
 

@@ -120,16 +120,6 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "invalid_request_error", message).with_code("forbidden")
     }
 
-    /// 501 for what this build does not do yet.
-    pub fn not_implemented(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "invalid_request_error",
-            message,
-        )
-        .with_code("not_implemented")
-    }
-
     /// 500 for a bug on our side.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)

@@ -8,6 +8,7 @@ mod eval;
 mod metrics;
 mod registry;
 mod runtime;
+mod tools;
 mod upstream;
 mod watcher;
 
@@ -75,12 +76,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _watcher = watcher::watch(registry.clone()).context("watching the components folder")?;
     registry.sync().await;
 
-    let upstream = upstream::Upstream::new(
-        settings.upstream.clone(),
-        settings.upstream_connect_timeout,
-        settings.upstream_timeout,
-    )
-    .context("building the upstream client")?;
+    let upstream = Arc::new(
+        upstream::Upstream::new(
+            settings.upstream.clone(),
+            settings.upstream_connect_timeout,
+            settings.upstream_timeout,
+        )
+        .context("building the upstream client")?,
+    );
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;

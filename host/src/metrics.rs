@@ -21,6 +21,9 @@ const COMPONENT_BUCKETS: &[f64] = &[
     0.1, 0.25, 1.0,
 ];
 
+/// Small counts per run.
+const COUNT_BUCKETS: &[f64] = &[0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0];
+
 /// Every series the host exports.
 pub struct Metrics {
     registry: Registry,
@@ -52,6 +55,20 @@ pub struct Metrics {
     pub component_info: IntGaugeVec,
     /// `component`: peak linear memory of the last invocation, bytes.
     pub component_memory: IntGaugeVec,
+    /// `agent`, `outcome` (`ok`, `limit`, `error`, `trap`, `timeout`, `oom`, `cancelled`).
+    pub agent_runs: IntCounterVec,
+    /// `agent`.
+    pub agent_run_duration: HistogramVec,
+    /// `agent`: completions per run.
+    pub agent_completions: HistogramVec,
+    /// `agent`: tool calls per run.
+    pub agent_tool_calls: HistogramVec,
+    /// `agent`, `tool`, `outcome` (`ok`, `withheld`, `error`, `denied`).
+    pub agent_tool_invocations: IntCounterVec,
+    /// `agent`: tool results replaced because an input guard blocked them.
+    pub agent_tool_results_blocked: IntCounterVec,
+    /// `agent`: text pieces the agent emitted to clients.
+    pub agent_emitted: IntCounterVec,
 }
 
 impl Metrics {
@@ -157,6 +174,44 @@ impl Metrics {
                 "wasmgate_component_memory_bytes",
                 "Linear memory reached by the component's last instance.",
                 &["component"],
+            )?,
+            agent_runs: counter(
+                "wasmgate_agent_runs_total",
+                "Agent runs by outcome.",
+                &["agent", "outcome"],
+            )?,
+            agent_run_duration: histogram(
+                "wasmgate_agent_run_duration_seconds",
+                "Agent run duration.",
+                &["agent"],
+                LATENCY_BUCKETS,
+            )?,
+            agent_completions: histogram(
+                "wasmgate_agent_completions_per_run",
+                "Upstream completions started per agent run.",
+                &["agent"],
+                COUNT_BUCKETS,
+            )?,
+            agent_tool_calls: histogram(
+                "wasmgate_agent_tool_calls_per_run",
+                "Tool calls per agent run.",
+                &["agent"],
+                COUNT_BUCKETS,
+            )?,
+            agent_tool_invocations: counter(
+                "wasmgate_agent_tool_invocations_total",
+                "Tool calls by tool and outcome.",
+                &["agent", "tool", "outcome"],
+            )?,
+            agent_tool_results_blocked: counter(
+                "wasmgate_agent_tool_results_blocked_total",
+                "Tool results withheld because an input guard blocked them.",
+                &["agent"],
+            )?,
+            agent_emitted: counter(
+                "wasmgate_agent_emitted_total",
+                "Text pieces agents emitted towards clients.",
+                &["agent"],
             )?,
             registry,
         })

@@ -13,6 +13,7 @@ use tokio::sync::{Mutex, broadcast};
 use crate::config::{ComponentDefaults, ComponentSettings};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
+use crate::runtime::agent::Agent;
 use crate::runtime::compile::sha256_hex;
 use crate::runtime::guard::{Guard, unix_secs};
 
@@ -23,8 +24,8 @@ pub struct ComponentSet {
     pub guards: Vec<Arc<Guard>>,
     /// Loaded guards by name (enabled or not).
     pub all_guards: BTreeMap<String, Arc<Guard>>,
-    /// Agent files found (name → sha256). Running agents is not built yet.
-    pub agents: BTreeMap<String, String>,
+    /// Loaded agents by name (enabled or not).
+    pub agents: BTreeMap<String, Arc<Agent>>,
 }
 
 /// What happened to a file on the last scan.
@@ -36,6 +37,9 @@ pub struct FileStatus {
     /// Unix seconds.
     pub at: u64,
 }
+
+/// Scan status of every file, per kind (`guard`, `agent`) and name.
+pub type Statuses = BTreeMap<(&'static str, String), FileStatus>;
 
 /// A change of the loaded set, for `/admin/events`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -60,14 +64,78 @@ pub enum DeployError {
     Io(#[from] std::io::Error),
 }
 
+/// What the registry needs to know of a kind of component.
+pub trait Kind: Sized + Send + Sync + 'static {
+    /// `guard` or `agent`.
+    const KIND: &'static str;
+    /// The sub-folder: `guards` or `agents`.
+    const DIR: &'static str;
+    fn sha256(&self) -> &str;
+    fn settings(&self) -> &ComponentSettings;
+    fn version(&self) -> &str;
+    fn load(
+        runtime: &Runtime,
+        name: &str,
+        bytes: Arc<Vec<u8>>,
+        sha256: String,
+        settings: ComponentSettings,
+    ) -> impl Future<Output = Result<Self, String>> + Send;
+}
+
+impl Kind for Guard {
+    const KIND: &'static str = "guard";
+    const DIR: &'static str = "guards";
+    fn sha256(&self) -> &str {
+        &self.sha256
+    }
+    fn settings(&self) -> &ComponentSettings {
+        &self.settings
+    }
+    fn version(&self) -> &str {
+        &self.info.version
+    }
+    async fn load(
+        runtime: &Runtime,
+        name: &str,
+        bytes: Arc<Vec<u8>>,
+        sha256: String,
+        settings: ComponentSettings,
+    ) -> Result<Self, String> {
+        runtime.load_guard(name, bytes, sha256, settings).await
+    }
+}
+
+impl Kind for Agent {
+    const KIND: &'static str = "agent";
+    const DIR: &'static str = "agents";
+    fn sha256(&self) -> &str {
+        &self.sha256
+    }
+    fn settings(&self) -> &ComponentSettings {
+        &self.settings
+    }
+    fn version(&self) -> &str {
+        &self.info.version
+    }
+    async fn load(
+        runtime: &Runtime,
+        name: &str,
+        bytes: Arc<Vec<u8>>,
+        sha256: String,
+        settings: ComponentSettings,
+    ) -> Result<Self, String> {
+        runtime.load_agent(name, bytes, sha256, settings).await
+    }
+}
+
 pub struct Registry {
     current: ArcSwap<ComponentSet>,
     runtime: Arc<Runtime>,
     metrics: Arc<Metrics>,
     dir: PathBuf,
     defaults: ComponentDefaults,
-    /// Serialises scans; holds the last status of every guard file.
-    scan: Mutex<BTreeMap<String, FileStatus>>,
+    /// Serialises scans; holds the last status of every file.
+    scan: Mutex<Statuses>,
     /// Set once the first scan finished.
     ready: std::sync::atomic::AtomicBool,
     events: broadcast::Sender<ReloadEvent>,
@@ -102,11 +170,11 @@ impl Registry {
     }
 
     pub fn guards_dir(&self) -> PathBuf {
-        self.dir.join("guards")
+        self.dir.join(Guard::DIR)
     }
 
     pub fn agents_dir(&self) -> PathBuf {
-        self.dir.join("agents")
+        self.dir.join(Agent::DIR)
     }
 
     /// Reload events from now on.
@@ -114,8 +182,8 @@ impl Registry {
         self.events.subscribe()
     }
 
-    /// Last scan status of every guard file.
-    pub async fn statuses(&self) -> BTreeMap<String, FileStatus> {
+    /// Last scan status of every file.
+    pub async fn statuses(&self) -> Statuses {
         self.scan.lock().await.clone()
     }
 
@@ -125,61 +193,8 @@ impl Registry {
     pub async fn sync(&self) {
         let mut statuses = self.scan.lock().await;
         let old = self.current();
-        let mut all_guards = BTreeMap::new();
-        let files = wasm_files(&self.guards_dir());
-        for (name, path) in &files {
-            let loaded = old.all_guards.get(name);
-            match self.load_guard_file(name, path, loaded, &statuses).await {
-                Ok(Some(guard)) => {
-                    let result = if loaded.is_some() {
-                        "replaced"
-                    } else {
-                        "loaded"
-                    };
-                    tracing::info!(
-                        component = name,
-                        version = %guard.info.version,
-                        sha256 = %guard.sha256,
-                        "guard {result}"
-                    );
-                    self.report(name, result, &guard.sha256, None);
-                    statuses.insert(name.clone(), status(&guard.sha256, None));
-                    all_guards.insert(name.clone(), Arc::new(guard));
-                }
-                Ok(None) => {
-                    if let Some(g) = loaded {
-                        all_guards.insert(name.clone(), g.clone());
-                    }
-                }
-                Err((sha, why)) => {
-                    tracing::error!(
-                        component = name,
-                        path = %path.display(),
-                        error = %why,
-                        "rejected guard file; {}",
-                        if loaded.is_some() { "the previous version keeps serving" } else { "it is not loaded" }
-                    );
-                    if statuses
-                        .get(name)
-                        .is_none_or(|st| st.sha256 != sha || st.error.as_ref() != Some(&why))
-                    {
-                        self.report(name, "rejected", &sha, Some(why.clone()));
-                    }
-                    statuses.insert(name.clone(), status(&sha, Some(why)));
-                    if let Some(g) = loaded {
-                        all_guards.insert(name.clone(), g.clone());
-                    }
-                }
-            }
-        }
-        for (name, g) in &old.all_guards {
-            if !files.contains_key(name) {
-                tracing::info!(component = name, "guard removed");
-                self.report(name, "removed", &g.sha256, None);
-                statuses.remove(name);
-            }
-        }
-        statuses.retain(|name, _| files.contains_key(name));
+        let all_guards = self.scan_kind(&old.all_guards, &mut statuses).await;
+        let agents = self.scan_kind(&old.agents, &mut statuses).await;
 
         let mut guards: Vec<Arc<Guard>> = all_guards
             .values()
@@ -187,20 +202,13 @@ impl Registry {
             .cloned()
             .collect();
         guards.sort_by(|a, b| (a.settings.order, &a.name).cmp(&(b.settings.order, &b.name)));
-        let agents = wasm_files(&self.agents_dir())
-            .into_iter()
-            .filter_map(|(name, path)| {
-                let bytes = std::fs::read(&path).ok()?;
-                Some((name, sha256_hex(&bytes)))
-            })
-            .collect();
 
         self.metrics.component_info.reset();
         for g in all_guards.values() {
-            self.metrics
-                .component_info
-                .with_label_values(&[&*g.name, "guard", &g.info.version, &g.sha256])
-                .set(1);
+            self.info_metric(g.as_ref(), &g.name);
+        }
+        for a in agents.values() {
+            self.info_metric(a.as_ref(), &a.name);
         }
         self.current.store(Arc::new(ComponentSet {
             guards,
@@ -210,47 +218,130 @@ impl Registry {
         self.ready.store(true, std::sync::atomic::Ordering::Release);
     }
 
+    fn info_metric<K: Kind>(&self, c: &K, name: &str) {
+        self.metrics
+            .component_info
+            .with_label_values(&[name, K::KIND, c.version(), c.sha256()])
+            .set(1);
+    }
+
+    /// Scans one kind's folder against what is loaded.
+    async fn scan_kind<K: Kind>(
+        &self,
+        loaded: &BTreeMap<String, Arc<K>>,
+        statuses: &mut Statuses,
+    ) -> BTreeMap<String, Arc<K>> {
+        let mut out = BTreeMap::new();
+        let files = wasm_files(&self.dir.join(K::DIR));
+        for (name, path) in &files {
+            let key = (K::KIND, name.clone());
+            let previous = loaded.get(name);
+            match self
+                .load_file::<K>(name, path, previous, statuses.get(&key))
+                .await
+            {
+                Ok(Some(c)) => {
+                    let result = if previous.is_some() {
+                        "replaced"
+                    } else {
+                        "loaded"
+                    };
+                    tracing::info!(
+                        component = name,
+                        kind = K::KIND,
+                        version = %c.version(),
+                        sha256 = %c.sha256(),
+                        "{} {result}",
+                        K::KIND
+                    );
+                    self.report(K::KIND, name, result, c.sha256(), None);
+                    statuses.insert(key, status(c.sha256(), None));
+                    out.insert(name.clone(), Arc::new(c));
+                }
+                Ok(None) => {
+                    if let Some(c) = previous {
+                        out.insert(name.clone(), c.clone());
+                    }
+                }
+                Err((sha, why)) => {
+                    tracing::error!(
+                        component = name,
+                        kind = K::KIND,
+                        path = %path.display(),
+                        error = %why,
+                        "rejected component file; {}",
+                        if previous.is_some() { "the previous version keeps serving" } else { "it is not loaded" }
+                    );
+                    let changed = statuses
+                        .get(&key)
+                        .is_none_or(|st| st.sha256 != sha || st.error.as_ref() != Some(&why));
+                    if changed {
+                        self.report(K::KIND, name, "rejected", &sha, Some(why.clone()));
+                    }
+                    statuses.insert(key, status(&sha, Some(why)));
+                    if let Some(c) = previous {
+                        out.insert(name.clone(), c.clone());
+                    }
+                }
+            }
+        }
+        for (name, c) in loaded {
+            if !files.contains_key(name) {
+                tracing::info!(component = name, kind = K::KIND, "{} removed", K::KIND);
+                self.report(K::KIND, name, "removed", c.sha256(), None);
+            }
+        }
+        statuses.retain(|(kind, name), _| *kind != K::KIND || files.contains_key(name));
+        out
+    }
+
     /// `Ok(None)`: unchanged. `Err((sha, why))`: rejected.
-    async fn load_guard_file(
+    async fn load_file<K: Kind>(
         &self,
         name: &str,
         path: &Path,
-        loaded: Option<&Arc<Guard>>,
-        statuses: &BTreeMap<String, FileStatus>,
-    ) -> Result<Option<Guard>, (String, String)> {
+        loaded: Option<&Arc<K>>,
+        last: Option<&FileStatus>,
+    ) -> Result<Option<K>, (String, String)> {
         let bytes =
             std::fs::read(path).map_err(|e| (String::new(), format!("cannot read: {e}")))?;
         let sha = sha256_hex(&bytes);
         let settings = ComponentSettings::load(&path.with_extension("toml"), &self.defaults)
             .map_err(|e| (sha.clone(), e.to_string()))?;
-        if let Some(g) = loaded
-            && g.sha256 == sha
-            && g.settings == settings
+        if let Some(c) = loaded
+            && c.sha256() == sha
+            && *c.settings() == settings
         {
             return Ok(None);
         }
         // The same bytes failed before: do not recompile on every scan.
-        if let Some(st) = statuses.get(name)
+        if let Some(st) = last
             && st.sha256 == sha
             && let Some(err) = &st.error
-            && loaded.is_none_or(|g| g.settings == settings)
+            && loaded.is_none_or(|c| *c.settings() == settings)
         {
             return Err((sha, err.clone()));
         }
-        self.runtime
-            .load_guard(name, Arc::new(bytes), sha.clone(), settings)
+        K::load(&self.runtime, name, Arc::new(bytes), sha.clone(), settings)
             .await
             .map(Some)
             .map_err(|why| (sha, why))
     }
 
-    fn report(&self, name: &str, result: &'static str, sha256: &str, error: Option<String>) {
+    fn report(
+        &self,
+        kind: &'static str,
+        name: &str,
+        result: &'static str,
+        sha256: &str,
+        error: Option<String>,
+    ) {
         self.metrics
             .component_reloads
             .with_label_values(&[name, result])
             .inc();
         let _ = self.events.send(ReloadEvent {
-            kind: "guard",
+            kind,
             name: name.to_owned(),
             result,
             sha256: sha256.to_owned(),
@@ -259,49 +350,46 @@ impl Registry {
         });
     }
 
-    /// Validates `bytes` as guard `name` (compile, link, `info`) and only then
-    /// writes it into the folder atomically and loads it. Returns the loaded
-    /// guard and whether it is new.
-    pub async fn install_guard(
+    /// Validates `bytes` as component `name` of kind `K` (compile, link,
+    /// `info`) and only then writes it into the folder atomically and loads
+    /// it. Returns the loaded component and whether it is new.
+    pub async fn install<K: Kind>(
         &self,
         name: &str,
         bytes: Vec<u8>,
-    ) -> Result<(Arc<Guard>, bool), DeployError> {
+        pick: impl Fn(&ComponentSet) -> Option<Arc<K>>,
+    ) -> Result<(Arc<K>, bool), DeployError> {
         if !valid_name(name) {
             return Err(DeployError::Invalid(format!(
                 "invalid component name `{name}`: use 1-64 of A-Z a-z 0-9 _ -"
             )));
         }
         let sha = sha256_hex(&bytes);
-        let path = self.guards_dir().join(format!("{name}.wasm"));
+        let path = self.dir.join(K::DIR).join(format!("{name}.wasm"));
         let settings = ComponentSettings::load(&path.with_extension("toml"), &self.defaults)
             .map_err(|e| DeployError::Invalid(e.to_string()))?;
         let bytes = Arc::new(bytes);
-        if let Err(why) = self
-            .runtime
-            .load_guard(name, bytes.clone(), sha.clone(), settings)
-            .await
-        {
-            self.report(name, "rejected", &sha, Some(why.clone()));
+        if let Err(why) = K::load(&self.runtime, name, bytes.clone(), sha.clone(), settings).await {
+            self.report(K::KIND, name, "rejected", &sha, Some(why.clone()));
             return Err(DeployError::Invalid(why));
         }
         let existed = path.exists();
         write_atomically(&path, &bytes)?;
         self.sync().await;
-        match self.current().all_guards.get(name) {
-            Some(g) if g.sha256 == sha => Ok((g.clone(), !existed)),
+        match pick(&self.current()) {
+            Some(c) if c.sha256() == sha => Ok((c, !existed)),
             _ => Err(DeployError::Invalid(
                 "the component validated but did not load; see /readyz".into(),
             )),
         }
     }
 
-    /// Deletes guard `name`'s file and unloads it.
-    pub async fn remove_guard(&self, name: &str) -> Result<(), DeployError> {
+    /// Deletes component `name` of kind `dir` (`guards`/`agents`) and unloads it.
+    pub async fn remove(&self, dir: &str, name: &str) -> Result<(), DeployError> {
         if !valid_name(name) {
             return Err(DeployError::NotFound);
         }
-        let path = self.guards_dir().join(format!("{name}.wasm"));
+        let path = self.dir.join(dir).join(format!("{name}.wasm"));
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -81,6 +81,11 @@ impl Upstream {
         Err(ApiError::from_upstream(status, &body))
     }
 
+    /// The time allowed for a response head, and between stream chunks.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Reads a whole (non-streamed) body within the upstream timeout.
     pub async fn read_body(
         &self,

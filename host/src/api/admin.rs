@@ -20,6 +20,8 @@ use tokio::sync::broadcast::error::RecvError;
 use super::AppState;
 use crate::error::ApiError;
 use crate::registry::DeployError;
+use crate::runtime::agent::Agent;
+use crate::runtime::guard::Guard;
 
 /// Rejects requests without the admin token. Compares digests, so the time
 /// taken does not depend on how much of the token was right.
@@ -58,28 +60,44 @@ fn kind_of(kind: &str) -> Result<&'static str, ApiError> {
     }
 }
 
-/// `GET /admin/components`.
-pub async fn list(State(app): State<Arc<AppState>>) -> Json<Value> {
+/// Loaded components and rejected files, as `/admin/components` and `/readyz` show them.
+pub async fn components_json(app: &AppState) -> Value {
     let set = app.registry.current();
     let files = app.registry.statuses().await;
+    let last_error = |kind: &'static str, name: &str| {
+        files
+            .get(&(kind, name.to_owned()))
+            .and_then(|f| f.error.clone())
+    };
     let guards: Vec<Value> = set
         .all_guards
         .values()
-        .map(|g| g.json(files.get(&*g.name).and_then(|f| f.error.clone())))
+        .map(|g| g.json(last_error("guard", &g.name)))
         .collect();
     let agents: Vec<Value> = set
         .agents
-        .iter()
-        .map(|(name, sha)| json!({ "name": name, "kind": "agent", "sha256": sha }))
+        .values()
+        .map(|a| a.json(last_error("agent", &a.name)))
         .collect();
     let rejected: Vec<Value> = files
         .iter()
-        .filter(|(name, f)| f.error.is_some() && !set.all_guards.contains_key(*name))
-        .map(|(name, f)| {
-            json!({ "name": name, "kind": "guard", "sha256": f.sha256, "error": f.error, "at": f.at })
+        .filter(|((kind, name), f)| {
+            f.error.is_some()
+                && match *kind {
+                    "guard" => !set.all_guards.contains_key(name),
+                    _ => !set.agents.contains_key(name),
+                }
+        })
+        .map(|((kind, name), f)| {
+            json!({ "name": name, "kind": kind, "sha256": f.sha256, "error": f.error, "at": f.at })
         })
         .collect();
-    Json(json!({ "guards": guards, "agents": agents, "rejected": rejected }))
+    json!({ "guards": guards, "agents": agents, "rejected": rejected })
+}
+
+/// `GET /admin/components`.
+pub async fn list(State(app): State<Arc<AppState>>) -> Json<Value> {
+    Json(components_json(&app).await)
 }
 
 /// `PUT /admin/components/{kind}/{name}` with the `.wasm` as the body.
@@ -96,21 +114,30 @@ pub async fn put(
             ApiError::bad_request(format!("Could not read the upload: {rej}"))
         }
     })?;
-    if kind == "agent" {
-        return Err(ApiError::not_implemented(
-            "Uploading agents is not available in this build yet; copy the file into the agents folder.",
-        ));
-    }
     let sha = crate::runtime::compile::sha256_hex(&bytes);
-    match app.registry.install_guard(&name, bytes.to_vec()).await {
-        Ok((guard, created)) => {
+    let registry = &app.registry;
+    let installed = if kind == "guard" {
+        registry
+            .install::<Guard>(&name, bytes.to_vec(), |set| {
+                set.all_guards.get(&name).cloned()
+            })
+            .await
+            .map(|(g, created)| (g.json(None), created))
+    } else {
+        registry
+            .install::<Agent>(&name, bytes.to_vec(), |set| set.agents.get(&name).cloned())
+            .await
+            .map(|(a, created)| (a.json(None), created))
+    };
+    match installed {
+        Ok((json, created)) => {
             tracing::info!(target: "audit", action = "put", kind, name, sha256 = %sha, "component deployed through the admin API");
             let status = if created {
                 StatusCode::CREATED
             } else {
                 StatusCode::OK
             };
-            Ok((status, Json(guard.json(None))).into_response())
+            Ok((status, Json(json)).into_response())
         }
         Err(e) => {
             tracing::info!(target: "audit", action = "put", kind, name, sha256 = %sha, error = %e, "component upload rejected");
@@ -122,16 +149,11 @@ pub async fn put(
 /// `DELETE /admin/components/{kind}/{name}`.
 pub async fn delete(
     State(app): State<Arc<AppState>>,
-    Path((kind, name)): Path<(String, String)>,
+    Path((dir, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let kind = kind_of(&kind)?;
-    if kind == "agent" {
-        return Err(ApiError::not_implemented(
-            "Removing agents through the API is not available in this build yet.",
-        ));
-    }
+    let kind = kind_of(&dir)?;
     app.registry
-        .remove_guard(&name)
+        .remove(&dir, &name)
         .await
         .map_err(deploy_error)?;
     tracing::info!(target: "audit", action = "delete", kind, name, "component removed through the admin API");

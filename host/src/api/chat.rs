@@ -72,19 +72,23 @@ async fn handle(
     let mut req = ParsedChat::parse(&raw, request_id)?;
     let set = app.registry.current();
 
-    if let Some(agent) = req.model.strip_prefix("agent:") {
-        if !set.agents.contains_key(agent) {
-            return Err(ApiError::model_not_found(&req.model));
+    let agent = match req.model.strip_prefix("agent:") {
+        Some(name) => match set.agents.get(name) {
+            Some(a) if a.settings.enabled => Some(a.clone()),
+            _ => return Err(ApiError::model_not_found(&req.model)),
+        },
+        None => {
+            if app.upstream.has_model(&req.model, &app.metrics).await == Some(false) {
+                return Err(ApiError::model_not_found(&req.model));
+            }
+            None
         }
-        return Err(ApiError::not_implemented(format!(
-            "Agent `{agent}` is loaded, but running agents is not available in this build yet."
-        )));
-    }
-    if app.upstream.has_model(&req.model, &app.metrics).await == Some(false) {
-        return Err(ApiError::model_not_found(&req.model));
-    }
+    };
 
     check_input(&set, &mut req, &app.metrics).await?;
+    if let Some(agent) = agent {
+        return super::agent::run_agent(app.clone(), set, agent, req, started).await;
+    }
 
     if req.stream {
         // Always ask for usage (for metrics); it reaches the client only if asked.

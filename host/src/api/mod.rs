@@ -1,9 +1,10 @@
 //! The HTTP API: OpenAI-compatible routes, health, metrics, the web UI.
 
-mod admin;
+pub mod admin;
+mod agent;
 mod chat;
 mod filters;
-mod request;
+pub mod request;
 mod stream;
 
 use std::sync::Arc;
@@ -28,7 +29,7 @@ pub struct AppState {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
-    pub upstream: Upstream,
+    pub upstream: Arc<Upstream>,
 }
 
 pub fn router(app: Arc<AppState>) -> Router {
@@ -106,7 +107,13 @@ async fn models(State(app): State<Arc<AppState>>) -> Response {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    for name in app.registry.current().agents.keys() {
+    for (name, _) in app
+        .registry
+        .current()
+        .agents
+        .iter()
+        .filter(|(_, a)| a.settings.enabled)
+    {
         data.push(json!({
             "id": format!("agent:{name}"),
             "object": "model",
@@ -123,31 +130,20 @@ async fn healthz() -> Json<Value> {
 
 /// Ready when the first component scan is done and the upstream answers.
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
-    let components = app.registry.is_ready();
+    let ready = app.registry.is_ready();
     let upstream = tokio::time::timeout(Duration::from_secs(2), app.upstream.models(&app.metrics))
         .await
         .map_or(Err("timed out".to_owned()), |r| r.map_err(|e| e.message));
-    let set = app.registry.current();
-    let files = app.registry.statuses().await;
-    let guards: Vec<Value> = set
-        .all_guards
-        .values()
-        .map(|g| g.json(files.get(&*g.name).and_then(|f| f.error.clone())))
-        .collect();
-    let rejected: Vec<Value> = files
-        .iter()
-        .filter(|(name, f)| f.error.is_some() && !set.all_guards.contains_key(*name))
-        .map(|(name, f)| json!({ "name": name, "kind": "guard", "sha256": f.sha256, "error": f.error, "at": f.at }))
-        .collect();
+    let components = admin::components_json(&app).await;
     let body = json!({
-        "status": if components && upstream.is_ok() { "ready" } else { "not ready" },
+        "status": if ready && upstream.is_ok() { "ready" } else { "not ready" },
         "upstream": match &upstream { Ok(_) => "ok".to_owned(), Err(e) => e.clone() },
-        "components_loaded": components,
-        "guards": guards,
-        "rejected": rejected,
-        "agents": set.agents.keys().collect::<Vec<_>>(),
+        "components_loaded": ready,
+        "guards": components["guards"],
+        "agents": components["agents"],
+        "rejected": components["rejected"],
     });
-    let status = if components && upstream.is_ok() {
+    let status = if ready && upstream.is_ok() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -61,10 +61,10 @@ pub fn relay(
 }
 
 /// Keeps the in-flight gauge right on every exit path.
-struct Inflight(prometheus::IntGauge);
+pub(super) struct Inflight(prometheus::IntGauge);
 
 impl Inflight {
-    fn new(app: &AppState) -> Self {
+    pub(super) fn new(app: &AppState) -> Self {
         app.metrics.inflight_streams.inc();
         Self(app.metrics.inflight_streams.clone())
     }

@@ -38,7 +38,7 @@ impl Fault {
         }
     }
 
-    fn classify(
+    pub fn classify(
         err: wasmtime::Error,
         store: &Store<StoreState>,
         budget: std::time::Duration,
@@ -197,15 +197,13 @@ impl Guard {
         &self,
         budget: std::time::Duration,
     ) -> Result<(Store<StoreState>, GuardComponent), Fault> {
-        let state = StoreState::new(
+        let mut store = StoreState::store(
+            &self.engine,
             self.name.clone(),
             self.config.clone(),
             self.settings.memory_bytes,
+            budget,
         );
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(ticks(budget));
-        store.epoch_deadline_trap();
         match self.pre.instantiate_async(&mut store).await {
             Ok(b) => Ok((store, b)),
             Err(e) => Err(match Fault::classify(e, &store, budget) {
@@ -279,33 +277,14 @@ impl Guard {
         result
     }
 
-    fn record<T>(
+    pub(crate) fn record<T>(
         &self,
         metrics: &Metrics,
         export: &str,
         started: Instant,
         result: &Result<T, Fault>,
     ) {
-        self.stats.record(result.as_ref().err());
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(f) => {
-                metrics
-                    .component_faults
-                    .with_label_values(&[&*self.name, f.label()])
-                    .inc();
-                tracing::warn!(component = &*self.name, export, fault = %f, "component fault");
-                f.label()
-            }
-        };
-        metrics
-            .component_invocations
-            .with_label_values(&[&*self.name, export, outcome])
-            .inc();
-        metrics
-            .component_duration
-            .with_label_values(&[&*self.name, export])
-            .observe(started.elapsed().as_secs_f64());
+        record_call(&self.name, &self.stats, metrics, export, started, result);
     }
 
     fn record_memory(&self, store: &Store<StoreState>, metrics: &Metrics) {
@@ -392,4 +371,35 @@ pub fn unix_secs(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Counts one component call in the stats and metrics.
+pub fn record_call<T>(
+    name: &str,
+    stats: &Stats,
+    metrics: &Metrics,
+    export: &str,
+    started: Instant,
+    result: &Result<T, Fault>,
+) {
+    stats.record(result.as_ref().err());
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(f) => {
+            metrics
+                .component_faults
+                .with_label_values(&[name, f.label()])
+                .inc();
+            tracing::warn!(component = name, export, fault = %f, "component fault");
+            f.label()
+        }
+    };
+    metrics
+        .component_invocations
+        .with_label_values(&[name, export, outcome])
+        .inc();
+    metrics
+        .component_duration
+        .with_label_values(&[name, export])
+        .observe(started.elapsed().as_secs_f64());
 }

@@ -1,6 +1,7 @@
 //! The component runtime: one engine, one linker per world, compiled-artifact
 //! cache, and loading of guard files.
 
+pub mod agent;
 pub mod bindings;
 pub mod compile;
 pub mod engine;
@@ -14,6 +15,7 @@ use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::config::ComponentSettings;
+use agent::Agent;
 use guard::Guard;
 use state::StoreState;
 
@@ -21,6 +23,7 @@ use state::StoreState;
 pub struct Runtime {
     pub engine: Engine,
     guard_linker: Linker<StoreState>,
+    agent_linker: Linker<StoreState>,
     cache_dir: Option<PathBuf>,
     _ticker: engine::EpochTicker,
 }
@@ -31,10 +34,14 @@ impl Runtime {
         let mut guard_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut guard_linker)?;
         bindings::guard::GuardComponent::add_to_linker::<_, HasSelf<_>>(&mut guard_linker, |s| s)?;
+        let mut agent_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut agent_linker)?;
+        bindings::agent::AgentComponent::add_to_linker::<_, HasSelf<_>>(&mut agent_linker, |s| s)?;
         let ticker = engine::start_epoch_ticker(&engine);
         Ok(Self {
             engine,
             guard_linker,
+            agent_linker,
             cache_dir,
             _ticker: ticker,
         })
@@ -48,16 +55,7 @@ impl Runtime {
         sha256: String,
         settings: ComponentSettings,
     ) -> Result<Guard, String> {
-        let engine = self.engine.clone();
-        let cache_dir = self.cache_dir.clone();
-        let sha = sha256.clone();
-        // Compilation is CPU work: keep it off the async workers.
-        let component = tokio::task::spawn_blocking(move || {
-            compile::compile(&engine, &bytes, &sha, cache_dir.as_deref())
-        })
-        .await
-        .map_err(|e| format!("compile task failed: {e}"))?
-        .map_err(|e| e.to_string())?;
+        let component = self.compile(bytes, sha256.clone()).await?;
         Guard::load(
             &self.engine,
             &self.guard_linker,
@@ -67,5 +65,41 @@ impl Runtime {
             settings,
         )
         .await
+    }
+
+    /// Compiles (or fetches from the cache) and validates an agent.
+    pub async fn load_agent(
+        &self,
+        name: &str,
+        bytes: Arc<Vec<u8>>,
+        sha256: String,
+        settings: ComponentSettings,
+    ) -> Result<Agent, String> {
+        let component = self.compile(bytes, sha256.clone()).await?;
+        Agent::load(
+            &self.engine,
+            &self.agent_linker,
+            name,
+            component,
+            sha256,
+            settings,
+        )
+        .await
+    }
+
+    /// Compilation is CPU work: it runs off the async workers.
+    async fn compile(
+        &self,
+        bytes: Arc<Vec<u8>>,
+        sha256: String,
+    ) -> Result<wasmtime::component::Component, String> {
+        let engine = self.engine.clone();
+        let cache_dir = self.cache_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            compile::compile(&engine, &bytes, &sha256, cache_dir.as_deref())
+        })
+        .await
+        .map_err(|e| format!("compile task failed: {e}"))?
+        .map_err(|e| e.to_string())
     }
 }

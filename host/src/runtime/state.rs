@@ -61,6 +61,8 @@ pub struct StoreState {
     pub component: Arc<str>,
     config: Arc<BTreeMap<String, String>>,
     stderr: MemoryOutputPipe,
+    /// Set for agent runs: what the agent-only imports work with.
+    pub agent: Option<super::agent::AgentCtx>,
 }
 
 impl StoreState {
@@ -88,7 +90,23 @@ impl StoreState {
             component,
             config,
             stderr,
+            agent: None,
         }
+    }
+
+    /// A store for one invocation: memory cap and an epoch deadline that traps.
+    pub fn store(
+        engine: &wasmtime::Engine,
+        component: Arc<str>,
+        config: Arc<BTreeMap<String, String>>,
+        memory_cap: usize,
+        budget: std::time::Duration,
+    ) -> wasmtime::Store<Self> {
+        let mut store = wasmtime::Store::new(engine, Self::new(component, config, memory_cap));
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(super::engine::ticks(budget));
+        store.epoch_deadline_trap();
+        store
     }
 
     /// What the guest wrote to stderr (e.g. a panic message), trimmed.
