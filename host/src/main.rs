@@ -125,9 +125,6 @@ async fn shutdown_signal() {
 
 /// `wasmgate check FILE`: compile and validate, print the component's info.
 async fn check(args: CheckArgs) -> anyhow::Result<()> {
-    if args.kind != "guard" {
-        anyhow::bail!("only `--kind guard` can be checked in this build");
-    }
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let sha = runtime::compile::sha256_hex(&bytes);
@@ -139,19 +136,38 @@ async fn check(args: CheckArgs) -> anyhow::Result<()> {
         .and_then(|s| s.to_str())
         .unwrap_or("component")
         .to_owned();
-    let defaults = ComponentDefaults::default();
-    let settings = ComponentSettings::load(&args.file.with_extension("toml"), &defaults)?;
-    let guard = runtime
-        .load_guard(&name, Arc::new(bytes), sha.clone(), settings)
-        .await
-        .map_err(|e| anyhow::anyhow!("{} is not a valid guard: {e}", args.file.display()))?;
+    let settings = ComponentSettings::load(
+        &args.file.with_extension("toml"),
+        &ComponentDefaults::default(),
+    )?;
+    let bytes = Arc::new(bytes);
+    let invalid =
+        |e: String| anyhow::anyhow!("{} is not a valid {}: {e}", args.file.display(), args.kind);
+    let info = match args.kind.as_str() {
+        "guard" => {
+            runtime
+                .load_guard(&name, bytes, sha.clone(), settings)
+                .await
+                .map_err(invalid)?
+                .info
+        }
+        "agent" => {
+            runtime
+                .load_agent(&name, bytes, sha.clone(), settings)
+                .await
+                .map_err(invalid)?
+                .info
+        }
+        other => anyhow::bail!("--kind must be `guard` or `agent`, not `{other}`"),
+    };
     println!(
         "{}",
         serde_json::json!({
-            "name": guard.info.name,
-            "version": guard.info.version,
-            "description": guard.info.description,
-            "filters_output": guard.info.filters_output,
+            "kind": args.kind,
+            "name": info.name,
+            "version": info.version,
+            "description": info.description,
+            "filters_output": info.filters_output,
             "sha256": sha,
         })
     );
