@@ -32,6 +32,10 @@ def gateway():
     (comps / "guards").mkdir()
     (comps / "agents").mkdir()
     shutil.copy(TARGET / "wasm32-wasip2" / "component" / "guard.wasm", comps / "guards" / "guard.wasm")
+    shutil.copy(TARGET / "wasm32-wasip2" / "component" / "agent.wasm", comps / "agents" / "expert.wasm")
+    (comps / "agents" / "expert.toml").write_text(
+        f'tools = ["kb-search", "now"]\nkb_dir = "{ROOT / "docs"}"\n'
+    )
     gate, gate_url = _spawn([
         str(TARGET / "debug" / "wasmgate"), "serve", "--listen", "127.0.0.1:0",
         "--upstream", f"{sim_url}/v1", "--components", str(comps),

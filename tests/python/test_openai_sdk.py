@@ -68,3 +68,24 @@ def test_unknown_model_is_not_found(gateway):
             model="no-such-model", messages=[{"role": "user", "content": "hi"}]
         )
     assert err.value.code == "model_not_found"
+
+
+def test_streams_an_agent_answer_with_events(gateway):
+    """Agent streams carry `wasmgate.event` chunks; the SDK must still parse them."""
+    question = "What does the gateway do with a broken component file?"
+    stream = client(gateway).chat.completions.create(
+        model="agent:expert", messages=[{"role": "user", "content": question}], stream=True
+    )
+    text, events, finish = "", 0, None
+    for chunk in stream:
+        extra = chunk.model_extra or {}
+        if "wasmgate" in extra:
+            events += 1
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+        if chunk.choices and chunk.choices[0].finish_reason:
+            finish = chunk.choices[0].finish_reason
+    # vllm-sim echoes the question back as the model's answer.
+    assert question in text
+    assert finish == "stop"
+    assert events >= 1
