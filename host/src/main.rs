@@ -1,16 +1,6 @@
 //! `wasmgate`: a guarded gateway in front of an OpenAI-compatible LLM server.
 
-mod api;
-mod cli;
-mod config;
-mod error;
-mod eval;
-mod metrics;
-mod registry;
-mod runtime;
-mod tools;
-mod upstream;
-mod watcher;
+use wasmgate::{api, cli, config, eval, metrics, registry, runtime, upstream, watcher};
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
