@@ -7,7 +7,12 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 run_dir="$root/run"
 mkdir -p "$run_dir/components/guards" "$run_dir/components/agents"
 cp "$root/target/wasm32-wasip2/component/guard.wasm" "$run_dir/components/guards/guard.wasm"
-cp "$root/target/wasm32-wasip2/component/agent.wasm" "$run_dir/components/agents/agent.wasm"
+cp "$root/target/wasm32-wasip2/component/agent.wasm" "$run_dir/components/agents/expert.wasm"
+# The default agent answers from this repository's docs.
+cat > "$run_dir/components/agents/expert.toml" <<TOML
+tools = ["kb-search", "calculator", "now"]
+kb_dir = "$root/docs"
+TOML
 
 "$root/target/debug/vllm-sim" --port "$sim_port" --mode lorem --model Qwen/Qwen2.5-0.5B-Instruct &
 sim=$!
