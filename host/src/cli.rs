@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the OpenAI-compatible API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Measure a guard on a labelled JSONL set (`{"text","label":"injection"|"benign","lang","category"}`).
     Eval(EvalArgs),
     /// Compile and validate a component, print its info, and exit (non-zero if invalid).
@@ -62,6 +62,30 @@ pub struct ServeArgs {
     /// Bearer token for /admin/* (listing, uploading and removing components); unset = admin API off.
     #[arg(long, env = "WASMGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// An API key as NAME=SECRET (repeatable; WASMGATE_API_KEYS takes a comma-separated list).
+    /// With keys set, /v1/* needs `Authorization: Bearer SECRET`.
+    #[arg(
+        long = "api-key",
+        env = "WASMGATE_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Requests per minute for keys given with --api-key.
+    #[arg(long, env = "WASMGATE_DEFAULT_RPM")]
+    pub default_rpm: Option<u64>,
+    /// Tokens per minute (prompt estimate + max_tokens reserved, then reconciled) for --api-key keys.
+    #[arg(long, env = "WASMGATE_DEFAULT_TPM")]
+    pub default_tpm: Option<u64>,
+    /// Concurrent requests per --api-key key.
+    #[arg(long, env = "WASMGATE_DEFAULT_MAX_CONCURRENT")]
+    pub default_max_concurrent: Option<u64>,
+    /// Allow listening on a non-loopback address without API keys.
+    #[arg(long, env = "WASMGATE_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Chat requests served at once, streams included; more get 503 [default: 1024].
+    #[arg(long, env = "WASMGATE_MAX_INFLIGHT")]
+    pub max_inflight: Option<usize>,
     /// Largest component upload in bytes [default: 32 MiB].
     #[arg(long, env = "WASMGATE_MAX_COMPONENT_BYTES")]
     pub max_component_bytes: Option<usize>,

@@ -26,6 +26,8 @@ pub enum ConfigError {
     },
     #[error("invalid upstream URL `{0}`: it must start with http:// or https://")]
     Upstream(String),
+    #[error("invalid --api-key for `{0}`: use NAME=SECRET")]
+    ApiKey(String),
 }
 
 /// What a component does when it cannot give a verdict (trap, timeout,
@@ -60,6 +62,30 @@ impl Default for ComponentDefaults {
             output_budget_ms: 20,
             memory_mib: 64,
             on_error: FailPolicy::Closed,
+        }
+    }
+}
+
+/// Request validation limits (`[validation]` in the settings file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidationLimits {
+    pub max_messages: usize,
+    /// Characters of one message's content.
+    pub max_message_chars: usize,
+    /// Characters of all messages together.
+    pub max_total_chars: usize,
+    /// Largest `max_tokens` accepted.
+    pub max_tokens: u64,
+}
+
+impl Default for ValidationLimits {
+    fn default() -> Self {
+        Self {
+            max_messages: 256,
+            max_message_chars: 200_000,
+            max_total_chars: 1_000_000,
+            max_tokens: 131_072,
         }
     }
 }
@@ -180,6 +206,11 @@ pub struct FileConfig {
     pub max_instances: Option<u32>,
     pub admin_token: Option<String>,
     pub max_component_bytes: Option<usize>,
+    pub max_inflight: Option<usize>,
+    /// API keys with their limits (`[[keys]]`).
+    pub keys: Vec<crate::auth::KeyEntry>,
+    pub validation: ValidationLimits,
+    pub default_max_tokens_estimate: Option<u64>,
     pub component_defaults: ComponentDefaults,
 }
 
@@ -202,6 +233,14 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// Largest component accepted by `PUT /admin/components/...`.
     pub max_component_bytes: usize,
+    /// Chat requests (streams included) served at once; more get 503.
+    pub max_inflight: usize,
+    /// API keys; empty = no authentication.
+    pub keys: Vec<crate::auth::KeyEntry>,
+    pub insecure_no_auth: bool,
+    pub validation: ValidationLimits,
+    /// Tokens reserved for a request without `max_tokens` (reconciled later).
+    pub default_max_tokens_estimate: u64,
     pub component_defaults: ComponentDefaults,
 }
 
@@ -270,6 +309,33 @@ impl Settings {
                 .max_component_bytes
                 .or(file.max_component_bytes)
                 .unwrap_or(32 << 20),
+            max_inflight: args.max_inflight.or(file.max_inflight).unwrap_or(1024),
+            keys: {
+                let mut keys = file.keys;
+                let defaults = crate::limits::KeyLimits {
+                    rpm: args.default_rpm,
+                    tpm: args.default_tpm,
+                    max_concurrent: args.default_max_concurrent,
+                };
+                for spec in &args.api_keys {
+                    let (name, key) = spec
+                        .split_once('=')
+                        .filter(|(n, k)| !n.is_empty() && !k.is_empty())
+                        .ok_or_else(|| {
+                            ConfigError::ApiKey(spec.split('=').next().unwrap_or("").to_owned())
+                        })?;
+                    keys.push(crate::auth::KeyEntry {
+                        name: name.to_owned(),
+                        key: Some(key.to_owned()),
+                        key_sha256: None,
+                        limits: defaults,
+                    });
+                }
+                keys
+            },
+            insecure_no_auth: args.insecure_no_auth,
+            validation: file.validation,
+            default_max_tokens_estimate: file.default_max_tokens_estimate.unwrap_or(512),
             component_defaults: defaults,
         })
     }

@@ -120,6 +120,30 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "invalid_request_error", message).with_code("forbidden")
     }
 
+    /// 429: a per-key limit.
+    pub fn rate_limited(what: &str, retry_after: std::time::Duration) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            format!("Rate limit reached for {what}. Please try again later."),
+        )
+        .with_code("rate_limit_exceeded");
+        e.retry_after = Some(retry_after.as_secs_f64().ceil().max(1.0) as u64);
+        e
+    }
+
+    /// 503: the gateway is at its in-flight cap.
+    pub fn overloaded() -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "The gateway is at capacity. Please retry shortly.",
+        )
+        .with_code("overloaded");
+        e.retry_after = Some(1);
+        e
+    }
+
     /// 500 for a bug on our side.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)

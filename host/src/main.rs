@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Check(args) => check(args).await,
             Command::Eval(args) => eval::run(args).await,
         }
@@ -50,6 +50,15 @@ fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::from_args(&args)?;
+    let keys = wasmgate::auth::Keys::new(&settings.keys).map_err(|e| anyhow::anyhow!(e))?;
+    if keys.is_empty() && !settings.listen.ip().is_loopback() && !settings.insecure_no_auth {
+        anyhow::bail!(
+            "refusing to listen on {} without API keys: anyone who can reach it could use the model. \
+             Add keys (--api-key NAME=SECRET, WASMGATE_API_KEYS or [[keys]] in the config file), \
+             listen on a loopback address, or pass --insecure-no-auth",
+            settings.listen
+        );
+    }
     let metrics = Arc::new(metrics::Metrics::new().context("registering metrics")?);
     let cache_dir = settings
         .cache_dir
@@ -80,6 +89,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, upstream = %settings.upstream, components = %settings.components.display(), "wasmgate listening");
     let state = Arc::new(api::AppState {
+        keys,
+        limiter: Arc::new(wasmgate::limits::InProcess::default()),
+        inflight: Arc::new(tokio::sync::Semaphore::new(settings.max_inflight)),
         settings,
         metrics,
         registry,

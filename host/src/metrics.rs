@@ -69,6 +69,10 @@ pub struct Metrics {
     pub agent_tool_results_blocked: IntCounterVec,
     /// `agent`: text pieces the agent emitted to clients.
     pub agent_emitted: IntCounterVec,
+    /// Requests refused for a missing or wrong API key.
+    pub auth_failures: prometheus::IntCounter,
+    /// `limit` (`requests`, `tokens`, `concurrency`, `global`).
+    pub rate_limited: IntCounterVec,
 }
 
 impl Metrics {
@@ -212,6 +216,19 @@ impl Metrics {
                 "wasmgate_agent_emitted_total",
                 "Text pieces agents emitted towards clients.",
                 &["agent"],
+            )?,
+            auth_failures: {
+                let c = prometheus::IntCounter::new(
+                    "wasmgate_auth_failures_total",
+                    "Requests refused for a missing or wrong API key.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            rate_limited: counter(
+                "wasmgate_rate_limited_total",
+                "Requests refused by a limit (429) or the global in-flight cap (503).",
+                &["limit"],
             )?,
             registry,
         })

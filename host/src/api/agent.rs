@@ -32,6 +32,7 @@ pub async fn run_agent(
     agent: Arc<Agent>,
     req: ParsedChat,
     started: Instant,
+    admitted: super::chat::Admitted,
 ) -> Result<Response, ApiError> {
     let default_model = match agent.settings.agent.models.first() {
         Some(m) => m.clone(),
@@ -62,7 +63,7 @@ pub async fn run_agent(
         prompt_tokens: 0,
         completion_tokens: 0,
     };
-    let driver = Driver::new(app, set, req, started);
+    let driver = Driver::new(app, set, req, started, admitted);
     if driver.req.stream {
         let (out_tx, out_rx) = mpsc::channel::<Result<Bytes, Infallible>>(32);
         tokio::spawn(async move {
@@ -160,10 +161,17 @@ struct Driver {
     created: u64,
     last_text: std::sync::Mutex<Option<Instant>>,
     _inflight: Option<Inflight>,
+    admitted: std::sync::Mutex<super::chat::Admitted>,
 }
 
 impl Driver {
-    fn new(app: Arc<AppState>, set: Arc<ComponentSet>, req: ParsedChat, started: Instant) -> Self {
+    fn new(
+        app: Arc<AppState>,
+        set: Arc<ComponentSet>,
+        req: ParsedChat,
+        started: Instant,
+        admitted: super::chat::Admitted,
+    ) -> Self {
         let inflight = req.stream.then(|| Inflight::new(&app));
         Self {
             id: format!("chatcmpl-{}", req.guard_view.request_id),
@@ -176,6 +184,7 @@ impl Driver {
             req,
             started,
             last_text: std::sync::Mutex::new(None),
+            admitted: std::sync::Mutex::new(admitted),
             _inflight: inflight,
         }
     }
@@ -370,6 +379,9 @@ impl Driver {
     }
 
     async fn finish(&self, sink: &mut Sink, end: &End, stats: RunStats) -> Result<(), ()> {
+        if let Ok(mut a) = self.admitted.lock() {
+            a.settle(stats.prompt_tokens + stats.completion_tokens);
+        }
         if let Sink::Collect(c) = sink {
             c.stats = stats;
             return Ok(());

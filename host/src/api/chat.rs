@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -15,18 +16,23 @@ use super::AppState;
 use super::filters::{FilterChain, OutputBlock, check_input};
 use super::request::ParsedChat;
 use super::stream;
+use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::limits::{Permit, Refusal};
+use tokio::sync::OwnedSemaphorePermit;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
 pub async fn chat_completions(
     State(app): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
     let request_id = request_id(&headers);
-    let mut resp = match handle(&app, &request_id, body, started).await {
+    let caller = caller.map(|Extension(c)| c);
+    let mut resp = match handle(&app, &request_id, caller, body, started).await {
         Ok(r) => r,
         Err(e) => {
             if e.status.is_server_error() {
@@ -56,9 +62,72 @@ fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }
 
+/// A request's hold on the global in-flight cap and on its key's budgets;
+/// it lives as long as the request (for streams, until the stream ends).
+pub struct Admitted {
+    _slot: OwnedSemaphorePermit,
+    permit: Option<Permit>,
+}
+
+impl Admitted {
+    /// Charges the real token count against the key's budget.
+    pub fn settle(&mut self, tokens: u64) {
+        if let Some(p) = &mut self.permit {
+            p.settle(tokens);
+        }
+    }
+}
+
+/// Takes a global slot and the caller's request/token/concurrency budgets.
+fn admit(app: &AppState, caller: Option<&Caller>, req: &ParsedChat) -> Result<Admitted, ApiError> {
+    let slot = app.inflight.clone().try_acquire_owned().map_err(|_| {
+        app.metrics
+            .rate_limited
+            .with_label_values(&["global"])
+            .inc();
+        ApiError::overloaded()
+    })?;
+    let Some(caller) = caller else {
+        return Ok(Admitted {
+            _slot: slot,
+            permit: None,
+        });
+    };
+    let estimate = req.token_estimate(app.settings.default_max_tokens_estimate);
+    let (result, _) = app.limiter.admit(&caller.name, &caller.limits, estimate);
+    if let Err(refusal) = result {
+        let (label, err) = match refusal {
+            Refusal::Requests { retry_after } => (
+                "requests",
+                ApiError::rate_limited("requests per minute", retry_after),
+            ),
+            Refusal::Tokens { retry_after } => (
+                "tokens",
+                ApiError::rate_limited("tokens per minute", retry_after),
+            ),
+            Refusal::Concurrency => (
+                "concurrency",
+                ApiError::rate_limited("concurrent requests", std::time::Duration::from_secs(1)),
+            ),
+        };
+        app.metrics.rate_limited.with_label_values(&[label]).inc();
+        return Err(err);
+    }
+    Ok(Admitted {
+        _slot: slot,
+        permit: Some(Permit::new(
+            app.limiter.clone(),
+            caller.name.to_string(),
+            caller.limits,
+            estimate,
+        )),
+    })
+}
+
 async fn handle(
     app: &Arc<AppState>,
     request_id: &str,
+    caller: Option<Caller>,
     body: Result<Bytes, BytesRejection>,
     started: Instant,
 ) -> Result<Response, ApiError> {
@@ -69,7 +138,9 @@ async fn handle(
             ApiError::bad_request(format!("Could not read the request body: {rej}"))
         }
     })?;
-    let mut req = ParsedChat::parse(&raw, request_id)?;
+    let mut req = ParsedChat::parse(&raw, request_id, &app.settings.validation)?;
+    req.guard_view.caller = caller.as_ref().map(|c| c.name.to_string());
+    let mut admitted = admit(app, caller.as_ref(), &req)?;
     let set = app.registry.current();
 
     let agent = match req.model.strip_prefix("agent:") {
@@ -87,7 +158,7 @@ async fn handle(
 
     check_input(&set, &mut req, &app.metrics).await?;
     if let Some(agent) = agent {
-        return super::agent::run_agent(app.clone(), set, agent, req, started).await;
+        return super::agent::run_agent(app.clone(), set, agent, req, started, admitted).await;
     }
 
     if req.stream {
@@ -116,13 +187,16 @@ async fn handle(
             resp,
             started,
             chains_needed,
+            admitted,
         ));
     }
 
     let body = app.upstream.read_body(resp, &app.metrics).await?;
     let mut answer: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_gateway(format!("The upstream's answer is not JSON: {e}")))?;
-    record_usage(app, &answer);
+    if let Some(tokens) = record_usage(app, &answer) {
+        admitted.settle(tokens);
+    }
     filter_whole_answer(app, &set, &req, &mut answer).await?;
     Ok((StatusCode::OK, axum::Json(answer)).into_response())
 }
@@ -195,15 +269,18 @@ pub fn block_json(b: &OutputBlock) -> Value {
     })
 }
 
-/// Counts tokens from an upstream `usage` object.
-pub fn record_usage(app: &AppState, v: &Value) {
-    let Some(usage) = v.get("usage") else { return };
+/// Counts tokens from an upstream `usage` object; returns the total.
+pub fn record_usage(app: &AppState, v: &Value) -> Option<u64> {
+    let usage = v.get("usage").filter(|u| u.is_object())?;
+    let mut total = 0;
     for (field, label) in [
         ("prompt_tokens", "prompt"),
         ("completion_tokens", "completion"),
     ] {
         if let Some(n) = usage.get(field).and_then(Value::as_u64) {
             app.metrics.tokens.with_label_values(&[label]).inc_by(n);
+            total += n;
         }
     }
+    Some(total)
 }

@@ -27,6 +27,10 @@ use crate::upstream::Upstream;
 /// Shared by every handler.
 pub struct AppState {
     pub settings: Settings,
+    pub keys: crate::auth::Keys,
+    pub limiter: Arc<dyn crate::limits::LimitStore>,
+    /// Slots of the global in-flight cap (chat requests, streams included).
+    pub inflight: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     pub upstream: Arc<Upstream>,
@@ -34,12 +38,19 @@ pub struct AppState {
 
 pub fn router(app: Arc<AppState>) -> Router {
     let api = Router::new()
-        .route("/v1/chat/completions", post(chat::chat_completions))
-        .route("/v1/models", get(models))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(app.settings.max_body_bytes));
+    let v1 = Router::new()
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/models", get(models))
+        .layer(DefaultBodyLimit::max(app.settings.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::auth::require_key,
+        ));
+    let api = api.merge(v1);
     let admin = Router::new()
         .route("/admin/components", get(admin::list))
         .route(

@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::config::ValidationLimits;
 use crate::error::ApiError;
 use crate::runtime::bindings::{ChatRequest, Message, Role};
 
@@ -18,7 +19,11 @@ pub struct ParsedChat {
 }
 
 impl ParsedChat {
-    pub fn parse(raw: &[u8], request_id: &str) -> Result<Self, ApiError> {
+    pub fn parse(
+        raw: &[u8],
+        request_id: &str,
+        limits: &ValidationLimits,
+    ) -> Result<Self, ApiError> {
         let value: Value = serde_json::from_slice(raw).map_err(|e| {
             ApiError::bad_request(format!(
                 "We could not parse the JSON body of your request ({e}). \
@@ -57,7 +62,7 @@ impl ParsedChat {
             .and_then(|o| o.get("include_usage"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let messages = parse_messages(body.get("messages"))?;
+        let messages = parse_messages(body.get("messages"), limits)?;
         let max_tokens = match body.get("max_completion_tokens").or(body.get("max_tokens")) {
             None | Some(Value::Null) => None,
             Some(v) => Some(
@@ -70,6 +75,41 @@ impl ParsedChat {
                     })?,
             ),
         };
+        if max_tokens.is_some_and(|m| u64::from(m) > limits.max_tokens) {
+            return Err(ApiError::bad_request(format!(
+                "`max_tokens` must be at most {}.",
+                limits.max_tokens
+            ))
+            .with_param("max_tokens"));
+        }
+        for (field, lo, hi, lo_open) in [
+            ("top_p", 0.0, 1.0, true),
+            ("presence_penalty", -2.0, 2.0, false),
+            ("frequency_penalty", -2.0, 2.0, false),
+        ] {
+            match body.get(field) {
+                None | Some(Value::Null) => {}
+                Some(v) => {
+                    let ok = v
+                        .as_f64()
+                        .is_some_and(|x| x <= hi && if lo_open { x > lo } else { x >= lo });
+                    if !ok {
+                        return Err(ApiError::bad_request(format!(
+                            "`{field}` must be a number in {}{lo}, {hi}].",
+                            if lo_open { "(" } else { "[" }
+                        ))
+                        .with_param(field));
+                    }
+                }
+            }
+        }
+        if let Some(n) = body.get("n").filter(|v| !v.is_null())
+            && !n.as_u64().is_some_and(|n| (1..=16).contains(&n))
+        {
+            return Err(
+                ApiError::bad_request("`n` must be an integer from 1 to 16.").with_param("n"),
+            );
+        }
         let temperature = match body.get("temperature") {
             None | Some(Value::Null) => None,
             Some(v) => Some(
@@ -125,7 +165,26 @@ impl ParsedChat {
     }
 }
 
-fn parse_messages(v: Option<&Value>) -> Result<Vec<Message>, ApiError> {
+/// Rough token count used to reserve a budget at admission: prompt
+/// characters / 4 plus per-message overhead plus the completion allowance.
+impl ParsedChat {
+    pub fn token_estimate(&self, default_max_tokens: u64) -> u64 {
+        let chars: usize = self
+            .guard_view
+            .messages
+            .iter()
+            .map(|m| m.content.chars().count())
+            .sum();
+        (chars as u64).div_ceil(4)
+            + 4 * self.guard_view.messages.len() as u64
+            + self
+                .guard_view
+                .max_tokens
+                .map_or(default_max_tokens, u64::from)
+    }
+}
+
+fn parse_messages(v: Option<&Value>, limits: &ValidationLimits) -> Result<Vec<Message>, ApiError> {
     let bad = |msg: String| ApiError::bad_request(msg).with_param("messages");
     let Some(v) = v else {
         return Err(bad("Missing required parameter: 'messages'.".into()));
@@ -136,7 +195,15 @@ fn parse_messages(v: Option<&Value>) -> Result<Vec<Message>, ApiError> {
     if list.is_empty() {
         return Err(bad("`messages` must contain at least one message.".into()));
     }
-    list.iter()
+    if list.len() > limits.max_messages {
+        return Err(bad(format!(
+            "`messages` has {} entries; at most {} are accepted.",
+            list.len(),
+            limits.max_messages
+        )));
+    }
+    let mut total = 0usize;
+    let messages: Vec<Message> = list.iter()
         .enumerate()
         .map(|(i, m)| {
             let role = match m.get("role").and_then(Value::as_str) {
@@ -164,9 +231,39 @@ fn parse_messages(v: Option<&Value>) -> Result<Vec<Message>, ApiError> {
                 ))
                 .with_param(format!("messages[{i}].content"))
             })?;
+            let param = || format!("messages[{i}].content");
+            let chars = content.chars().count();
+            if chars > limits.max_message_chars {
+                return Err(ApiError::bad_request(format!(
+                    "Message {i} has {chars} characters; at most {} are accepted.",
+                    limits.max_message_chars
+                ))
+                .with_param(param()));
+            }
+            if let Some(c) = content.chars().find(|c| is_forbidden_control(*c)) {
+                return Err(ApiError::bad_request(format!(
+                    "Message {i} contains the control character U+{:04X}.",
+                    c as u32
+                ))
+                .with_param(param()));
+            }
+            total += chars;
+            if total > limits.max_total_chars {
+                return Err(ApiError::bad_request(format!(
+                    "The messages have more than {} characters in total.",
+                    limits.max_total_chars
+                ))
+                .with_param("messages"));
+            }
             Ok(Message { role, content })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(messages)
+}
+
+/// C0 controls other than tab, line feed and carriage return, and DEL.
+fn is_forbidden_control(c: char) -> bool {
+    (c.is_ascii_control() && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{7f}'
 }
 
 /// The text of a message's content: a string, null (assistant tool calls),

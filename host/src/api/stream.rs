@@ -37,6 +37,7 @@ pub fn relay(
     upstream: reqwest::Response,
     started: Instant,
     filtered: bool,
+    admitted: super::chat::Admitted,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(CHANNEL_DEPTH);
     let relay = Relay {
@@ -49,6 +50,7 @@ pub fn relay(
         filtered,
         started,
         last_content: None,
+        admitted,
     };
     tokio::spawn(relay.run(upstream));
     Response::builder()
@@ -93,6 +95,7 @@ struct Relay {
     started: Instant,
     last_content: Option<Instant>,
     inflight: Inflight,
+    admitted: super::chat::Admitted,
 }
 
 impl Relay {
@@ -165,7 +168,9 @@ impl Relay {
             self.flush_all().await?;
             return self.send_json(&chunk).await;
         }
-        record_usage(&self.app, &chunk);
+        if let Some(tokens) = record_usage(&self.app, &chunk) {
+            self.admitted.settle(tokens);
+        }
         if !self.req.include_usage
             && let Value::Object(obj) = &mut chunk
         {
