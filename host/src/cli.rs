@@ -32,9 +32,10 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080]; port 0 picks a free one.
     #[arg(long, env = "WASMGATE_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Upstream OpenAI base URL [default: http://127.0.0.1:8000/v1].
-    #[arg(long, env = "WASMGATE_UPSTREAM")]
-    pub upstream: Option<String>,
+    /// Upstream OpenAI base URL; repeat for several (least-in-flight choice, health checks,
+    /// failover) [default: http://127.0.0.1:8000/v1].
+    #[arg(long, env = "WASMGATE_UPSTREAM", value_delimiter = ',')]
+    pub upstream: Vec<String>,
     /// Components folder: guards in DIR/guards/*.wasm, agents in DIR/agents/*.wasm [default: components].
     #[arg(long, env = "WASMGATE_COMPONENTS")]
     pub components: Option<PathBuf>,
@@ -53,6 +54,15 @@ pub struct ServeArgs {
     /// Time allowed for the upstream's first byte [default: 120000].
     #[arg(long, env = "WASMGATE_UPSTREAM_TIMEOUT_MS")]
     pub upstream_timeout_ms: Option<u64>,
+    /// Time allowed until the first token of a stream [default: the upstream timeout].
+    #[arg(long, env = "WASMGATE_UPSTREAM_TTFT_TIMEOUT_MS")]
+    pub upstream_ttft_timeout_ms: Option<u64>,
+    /// Time allowed between two chunks of a stream [default: 30000].
+    #[arg(long, env = "WASMGATE_UPSTREAM_IDLE_TIMEOUT_MS")]
+    pub upstream_idle_timeout_ms: Option<u64>,
+    /// Extra attempts on another (or the same) upstream before any byte reached the client [default: 2].
+    #[arg(long, env = "WASMGATE_UPSTREAM_RETRIES")]
+    pub upstream_retries: Option<u32>,
     /// Default check-input deadline for guards [default: 50].
     #[arg(long, env = "WASMGATE_GUARD_DEADLINE_MS")]
     pub guard_deadline_ms: Option<u64>,
@@ -86,6 +96,12 @@ pub struct ServeArgs {
     /// Chat requests served at once, streams included; more get 503 [default: 1024].
     #[arg(long, env = "WASMGATE_MAX_INFLIGHT")]
     pub max_inflight: Option<usize>,
+    /// On SIGTERM, how long open streams may continue before they are ended [default: 30000].
+    #[arg(long, env = "WASMGATE_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<u64>,
+    /// Write logs as JSON lines.
+    #[arg(long, env = "WASMGATE_LOG_JSON")]
+    pub log_json: bool,
     /// Largest component upload in bytes [default: 32 MiB].
     #[arg(long, env = "WASMGATE_MAX_COMPONENT_BYTES")]
     pub max_component_bytes: Option<usize>,

@@ -197,6 +197,11 @@ impl ComponentSettings {
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub upstream: Option<String>,
+    /// Several upstreams (with `upstream`, all are used).
+    pub upstreams: Vec<String>,
+    pub upstream_ttft_timeout_ms: Option<u64>,
+    pub upstream_idle_timeout_ms: Option<u64>,
+    pub upstream_retries: Option<u32>,
     pub components: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     pub ui_dir: Option<PathBuf>,
@@ -211,6 +216,7 @@ pub struct FileConfig {
     pub keys: Vec<crate::auth::KeyEntry>,
     pub validation: ValidationLimits,
     pub default_max_tokens_estimate: Option<u64>,
+    pub shutdown_grace_ms: Option<u64>,
     pub component_defaults: ComponentDefaults,
 }
 
@@ -218,8 +224,11 @@ pub struct FileConfig {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
-    /// OpenAI base URL without a trailing slash, e.g. `http://127.0.0.1:8000/v1`.
-    pub upstream: String,
+    /// OpenAI base URLs without a trailing slash, e.g. `http://127.0.0.1:8000/v1`.
+    pub upstreams: Vec<String>,
+    pub upstream_ttft_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
+    pub upstream_retries: u32,
     pub components: PathBuf,
     pub cache_dir: Option<PathBuf>,
     pub ui_dir: Option<PathBuf>,
@@ -241,6 +250,7 @@ pub struct Settings {
     pub validation: ValidationLimits,
     /// Tokens reserved for a request without `max_tokens` (reconciled later).
     pub default_max_tokens_estimate: u64,
+    pub shutdown_grace: Duration,
     pub component_defaults: ComponentDefaults,
 }
 
@@ -260,14 +270,25 @@ impl Settings {
             }
             None => FileConfig::default(),
         };
-        let upstream = args
-            .upstream
-            .clone()
-            .or(file.upstream)
-            .unwrap_or_else(|| "http://127.0.0.1:8000/v1".to_owned());
-        if !(upstream.starts_with("http://") || upstream.starts_with("https://")) {
-            return Err(ConfigError::Upstream(upstream));
+        let mut upstreams: Vec<String> = if args.upstream.is_empty() {
+            file.upstream.into_iter().chain(file.upstreams).collect()
+        } else {
+            args.upstream.clone()
+        };
+        if upstreams.is_empty() {
+            upstreams.push("http://127.0.0.1:8000/v1".to_owned());
         }
+        for u in &mut upstreams {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(ConfigError::Upstream(u.clone()));
+            }
+            *u = u.trim_end_matches('/').to_owned();
+        }
+        let upstream_timeout = Duration::from_millis(
+            args.upstream_timeout_ms
+                .or(file.upstream_timeout_ms)
+                .unwrap_or(120_000),
+        );
         let mut defaults = file.component_defaults;
         if let Some(ms) = args.guard_deadline_ms {
             defaults.deadline_ms = ms;
@@ -277,7 +298,17 @@ impl Settings {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-            upstream: upstream.trim_end_matches('/').to_owned(),
+            upstreams,
+            upstream_ttft_timeout: args
+                .upstream_ttft_timeout_ms
+                .or(file.upstream_ttft_timeout_ms)
+                .map_or(upstream_timeout, Duration::from_millis),
+            upstream_idle_timeout: Duration::from_millis(
+                args.upstream_idle_timeout_ms
+                    .or(file.upstream_idle_timeout_ms)
+                    .unwrap_or(30_000),
+            ),
+            upstream_retries: args.upstream_retries.or(file.upstream_retries).unwrap_or(2),
             components: args
                 .components
                 .clone()
@@ -294,11 +325,7 @@ impl Settings {
                     .or(file.upstream_connect_timeout_ms)
                     .unwrap_or(3_000),
             ),
-            upstream_timeout: Duration::from_millis(
-                args.upstream_timeout_ms
-                    .or(file.upstream_timeout_ms)
-                    .unwrap_or(120_000),
-            ),
+            upstream_timeout,
             max_instances: args.max_instances.or(file.max_instances).unwrap_or(2_000),
             admin_token: args
                 .admin_token
@@ -336,6 +363,11 @@ impl Settings {
             insecure_no_auth: args.insecure_no_auth,
             validation: file.validation,
             default_max_tokens_estimate: file.default_max_tokens_estimate.unwrap_or(512),
+            shutdown_grace: Duration::from_millis(
+                args.shutdown_grace_ms
+                    .or(file.shutdown_grace_ms)
+                    .unwrap_or(30_000),
+            ),
             component_defaults: defaults,
         })
     }

@@ -13,15 +13,18 @@ use cli::{CheckArgs, Cli, Command, ServeArgs};
 use config::{ComponentDefaults, ComponentSettings, Settings};
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WASMGATE_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let cli = Cli::parse();
+    let json_logs = matches!(&cli.command, Command::Serve(a) if a.log_json);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WASMGATE_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json_logs {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -77,18 +80,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let upstream = Arc::new(
         upstream::Upstream::new(
-            settings.upstream.clone(),
-            settings.upstream_connect_timeout,
-            settings.upstream_timeout,
+            settings.upstreams.clone(),
+            upstream::Timeouts {
+                connect: settings.upstream_connect_timeout,
+                response: settings.upstream_timeout,
+                first_token: settings.upstream_ttft_timeout,
+                idle: settings.upstream_idle_timeout,
+            },
+            settings.upstream_retries,
         )
         .context("building the upstream client")?,
     );
+    upstream.spawn_health_checks(metrics.clone());
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, upstream = %settings.upstream, components = %settings.components.display(), "wasmgate listening");
+    tracing::info!(%addr, upstreams = ?upstream.bases(), components = %settings.components.display(), "wasmgate listening");
+    let (close_streams, closing) = tokio::sync::watch::channel(false);
+    let grace = settings.shutdown_grace;
     let state = Arc::new(api::AppState {
+        closing,
         keys,
         limiter: Arc::new(wasmgate::limits::InProcess::default()),
         inflight: Arc::new(tokio::sync::Semaphore::new(settings.max_inflight)),
@@ -100,9 +112,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Test harnesses and scripts wait for this line.
     println!("listening on http://{addr}");
     std::io::stdout().flush()?;
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        // New connections are refused from here; open streams get the grace
+        // period, then are ended with an error event and [DONE].
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "grace period over: ending open streams"
+            );
+            let _ = close_streams.send(true);
+        });
+    });
+    server.await?;
+    tracing::info!("all connections closed; bye");
     Ok(())
 }
 

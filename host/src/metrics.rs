@@ -69,6 +69,10 @@ pub struct Metrics {
     pub agent_tool_results_blocked: IntCounterVec,
     /// `agent`: text pieces the agent emitted to clients.
     pub agent_emitted: IntCounterVec,
+    /// `upstream`: 1 when the last health check passed.
+    pub upstream_healthy: IntGaugeVec,
+    /// Upstream attempts after the first (failover and retries).
+    pub upstream_retries: prometheus::IntCounter,
     /// Requests refused for a missing or wrong API key.
     pub auth_failures: prometheus::IntCounter,
     /// `limit` (`requests`, `tokens`, `concurrency`, `global`).
@@ -217,6 +221,19 @@ impl Metrics {
                 "Text pieces agents emitted towards clients.",
                 &["agent"],
             )?,
+            upstream_healthy: gauge_vec(
+                "wasmgate_upstream_healthy",
+                "1 when the upstream's last health check passed.",
+                &["upstream"],
+            )?,
+            upstream_retries: {
+                let c = prometheus::IntCounter::new(
+                    "wasmgate_upstream_retries_total",
+                    "Upstream attempts after the first (failover and retries before the first byte).",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
             auth_failures: {
                 let c = prometheus::IntCounter::new(
                     "wasmgate_auth_failures_total",

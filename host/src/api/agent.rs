@@ -216,6 +216,7 @@ impl Driver {
             Sink::Stream(tx) => Some(tx.clone()),
             Sink::Collect(_) => None,
         };
+        let mut closing = self.app.closing.clone();
         while outcome.is_none() {
             let client_gone = async {
                 match &watch {
@@ -230,6 +231,11 @@ impl Driver {
                     metrics.agent_runs.with_label_values(&[&*agent.name, "cancelled"]).inc();
                     tracing::info!(agent = &*agent.name, "client went away; agent run cancelled");
                     return End::ClientGone;
+                }
+                Ok(()) = closing.changed() => {
+                    let end = End::Failed("The gateway is shutting down; the answer was cut.".into());
+                    let _ = self.finish(sink, &end, RunStats::default()).await;
+                    return end;
                 }
                 res = &mut run => outcome = Some(res),
                 msg = rx.recv() => match msg {

@@ -32,6 +32,7 @@ pub async fn chat_completions(
     let started = Instant::now();
     let request_id = request_id(&headers);
     let caller = caller.map(|Extension(c)| c);
+    let key = caller.as_ref().map(|c| c.name.clone());
     let mut resp = match handle(&app, &request_id, caller, body, started).await {
         Ok(r) => r,
         Err(e) => {
@@ -44,6 +45,16 @@ pub async fn chat_completions(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
+    // One summary line per request (streams: until the response head; the
+    // relay logs the stream's end). Prompts and answers are never logged.
+    tracing::info!(
+        target: "wasmgate::request",
+        %request_id,
+        key = key.as_deref().unwrap_or("-"),
+        status = resp.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "chat request"
+    );
     resp
 }
 
@@ -173,7 +184,7 @@ async fn handle(
     }
     let upstream_body =
         Bytes::from(serde_json::to_vec(&req.body).map_err(|e| ApiError::internal(e.to_string()))?);
-    let resp = app
+    let (resp, target) = app
         .upstream
         .chat(upstream_body, request_id, &app.metrics)
         .await?;
@@ -184,7 +195,7 @@ async fn handle(
             app.clone(),
             set,
             req,
-            resp,
+            (resp, target),
             started,
             chains_needed,
             admitted,
@@ -192,6 +203,7 @@ async fn handle(
     }
 
     let body = app.upstream.read_body(resp, &app.metrics).await?;
+    drop(target);
     let mut answer: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_gateway(format!("The upstream's answer is not JSON: {e}")))?;
     if let Some(tokens) = record_usage(app, &answer) {

@@ -31,6 +31,8 @@ pub struct AppState {
     pub limiter: Arc<dyn crate::limits::LimitStore>,
     /// Slots of the global in-flight cap (chat requests, streams included).
     pub inflight: Arc<tokio::sync::Semaphore>,
+    /// Turns true when the shutdown grace period is over: open streams end.
+    pub closing: tokio::sync::watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     pub upstream: Arc<Upstream>,

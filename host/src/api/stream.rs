@@ -34,7 +34,7 @@ pub fn relay(
     app: Arc<AppState>,
     set: Arc<ComponentSet>,
     req: ParsedChat,
-    upstream: reqwest::Response,
+    (upstream, target): (reqwest::Response, crate::upstream::TargetGuard),
     started: Instant,
     filtered: bool,
     admitted: super::chat::Admitted,
@@ -51,6 +51,7 @@ pub fn relay(
         started,
         last_content: None,
         admitted,
+        _target: target,
     };
     tokio::spawn(relay.run(upstream));
     Response::builder()
@@ -96,16 +97,43 @@ struct Relay {
     last_content: Option<Instant>,
     inflight: Inflight,
     admitted: super::chat::Admitted,
+    /// Keeps the upstream's in-flight count while the stream is read.
+    _target: crate::upstream::TargetGuard,
 }
 
 impl Relay {
     async fn run(mut self, upstream: reqwest::Response) {
         let mut events = upstream.bytes_stream().eventsource();
+        let timeouts = self.app.upstream.timeouts();
+        let mut got_chunk = false;
+        let mut closing = self.app.closing.clone();
         let outcome = loop {
-            let next = tokio::select! {
-                ev = events.next() => ev,
-                () = self.tx.closed() => break Err(Stop::ClientGone),
+            let wait = if got_chunk {
+                timeouts.idle
+            } else {
+                timeouts.first_token
             };
+            let next = tokio::select! {
+                ev = tokio::time::timeout(wait, events.next()) => match ev {
+                    Ok(ev) => ev,
+                    Err(_) => {
+                        self.app.metrics.upstream_errors.with_label_values(&["timeout"]).inc();
+                        let what = if got_chunk { "between two tokens" } else { "before the first token" };
+                        self.upstream_failed(&format!(
+                            "The upstream stalled {what} for more than {} ms.",
+                            wait.as_millis()
+                        ))
+                        .await;
+                        break Ok(());
+                    }
+                },
+                () = self.tx.closed() => break Err(Stop::ClientGone),
+                Ok(()) = closing.changed() => {
+                    self.upstream_failed("The gateway is shutting down; the answer was cut.").await;
+                    break Ok(());
+                }
+            };
+            got_chunk = true;
             match next {
                 Some(Ok(ev)) if ev.data == "[DONE]" => break Ok(()),
                 Some(Ok(ev)) => {
@@ -128,6 +156,14 @@ impl Relay {
         // Dropping `events` here closes the upstream connection: the upstream
         // aborts the request if it was still generating.
         drop(events);
+        tracing::info!(
+            target: "wasmgate::request",
+            request_id = %self.req.guard_view.request_id,
+            model = %self.req.model,
+            outcome = match &outcome { Ok(()) => "done", Err(Stop::ClientGone) => "client_gone", Err(Stop::Blocked) => "blocked" },
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            "stream finished"
+        );
         match outcome {
             Ok(()) => {
                 let _ = self.send_raw(Bytes::from_static(b"data: [DONE]\n\n")).await;

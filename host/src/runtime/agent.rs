@@ -70,6 +70,9 @@ pub struct Completion {
     events: EventStream,
     usage: Option<inference::Usage>,
     done: bool,
+    /// Whether a chunk arrived yet (first-token vs idle timeout).
+    started: bool,
+    _target: crate::upstream::TargetGuard,
 }
 
 /// Imports an agent may have.
@@ -348,11 +351,13 @@ impl inference::Host for StoreState {
             .chat(bytes.into(), &request_id, &ctx.metrics)
             .await
         {
-            Ok(resp) => {
+            Ok((resp, target)) => {
                 let completion = Completion {
                     events: Box::pin(resp.bytes_stream().eventsource()),
                     usage: None,
                     done: false,
+                    started: false,
+                    _target: target,
                 };
                 Ok(Ok(self.ctx_table().push(completion)?))
             }
@@ -372,13 +377,20 @@ impl inference::HostCompletion for StoreState {
         &mut self,
         self_: Resource<Completion>,
     ) -> wasmtime::Result<Result<Option<inference::Chunk>, String>> {
-        let idle = self.agent()?.upstream.timeout();
+        let timeouts = self.agent()?.upstream.timeouts();
         let c = self.ctx_table().get_mut(&self_)?;
         loop {
             if c.done {
                 return Ok(Ok(None));
             }
-            let ev = match tokio::time::timeout(idle, c.events.next()).await {
+            let wait = if c.started {
+                timeouts.idle
+            } else {
+                timeouts.first_token
+            };
+            let next = tokio::time::timeout(wait, c.events.next()).await;
+            c.started = true;
+            let ev = match next {
                 Err(_) => return Ok(Err("the upstream stopped sending tokens".into())),
                 Ok(None) => {
                     c.done = true;
