@@ -4,7 +4,7 @@
   JSON schema (what Compose v2 validates against), plus the contract between them and the
   Prometheus and Grafana files they mount;
 - the Dockerfile through hadolint, and its build steps against the workspace;
-- the image entrypoint, run for real;
+- the image entrypoint through shellcheck, and run for real;
 - prometheus.yml and the alert rules through promtool, including the rules' unit tests;
 - the dashboards' JSON structure (the PromQL itself is proven in test_dashboards.py).
 """
@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import re
+import select
 import shlex
 import subprocess
 import tempfile
@@ -32,6 +33,7 @@ from opslib import (
     GRAFANA,
     PROMETHEUS_YML,
     ROOT,
+    TARGET,
     load_dashboard,
     load_yaml,
     panels_of,
@@ -140,6 +142,43 @@ def test_gateway_service_is_wired_to_vllm_and_the_components_folder(env_file):
             assert gate["environment"].get(secret) is None, secret
     for kind in ("guards", "agents"):
         assert (ROOT / "deploy" / "components" / kind).is_dir()
+
+
+def _image_env(stage):
+    """ENV of a Dockerfile stage (KEY=VALUE pairs), following `FROM <parent> AS <stage>`."""
+    env, current = {}, None
+    for word, args in _dockerfile_instructions():
+        if word == "FROM":
+            current = args.split()[-1]
+        elif word == "ENV" and current == stage:
+            env.update(a.split("=", 1) for a in shlex.split(args))
+    return env
+
+
+def test_gateway_starts_with_the_image_and_compose_settings(env_file, tmp_path):
+    """The real wasmgate binary, with the image's ENV and the compose file's environment
+    (no keys: the stack's default), starts listening on all interfaces as in the container.
+    Nothing is sent to it; it is stopped as soon as it reports its address."""
+    binary = TARGET / "debug" / "wasmgate"
+    if not binary.exists():
+        pytest.fail("wasmgate is not built: run `make test-ops`")
+    (tmp_path / "guards").mkdir()
+    (tmp_path / "agents").mkdir()
+    env = {"PATH": os.environ["PATH"], **_image_env("wasmgate")}
+    compose_env = compose_config(COMPOSE_MAIN, env_file)["services"]["wasmgate"]["environment"]
+    env.update({k: str(v) for k, v in compose_env.items() if v is not None})
+    assert env["WASMGATE_LISTEN"].startswith("0.0.0.0:")
+    env.update(WASMGATE_LISTEN="0.0.0.0:0", WASMGATE_COMPONENTS=str(tmp_path),
+               WASMGATE_UI_DIR=str(tmp_path))
+    proc = subprocess.Popen([str(binary), "serve"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        line = proc.stdout.readline() if ready else ""
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert line.startswith("listening on http://0.0.0.0:"), f"{line!r}\n{err[-2000:]}"
 
 
 def test_bind_mounts_exist_and_ports_bind_to_loopback_by_default():
@@ -284,8 +323,11 @@ def test_dockerfile_copies_only_files_in_the_build_context():
     assert _ignored("target/debug/wasmgate") and _ignored(".git/HEAD")
 
 
-def test_entrypoint_is_executable():
-    assert os.access(ROOT / "docker" / "wasmgate-entrypoint.sh", os.X_OK)
+def test_entrypoint_is_executable_and_passes_shellcheck():
+    script = ROOT / "docker" / "wasmgate-entrypoint.sh"
+    assert os.access(script, os.X_OK)
+    r = run([tool("shellcheck"), "--shell=sh", str(script)])
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def _cargo_metadata():
@@ -332,6 +374,20 @@ def test_dockerfile_builds_workspace_packages_and_copies_their_artifacts():
             if argv[:1] == ["cp"] and argv[1].startswith("target/"):
                 assert argv[1] in artifacts, \
                     f"`cp {argv[1]}`: no build step above produces it (built: {sorted(artifacts)})"
+
+
+def test_dockerfile_make_steps_are_makefile_targets():
+    """`make X VAR=value` in the Dockerfile: the target exists and honours the variable."""
+    steps = []
+    for word, args in _dockerfile_instructions():
+        if word == "RUN":
+            steps += [shlex.split(c) for c in re.split(r"&&", args) if shlex.split(c)[:1] == ["make"]]
+    assert steps, "the Dockerfile builds the UI with `make ui`"
+    for argv in steps:
+        r = run(["make", "-n", *argv[1:]])
+        assert r.returncode == 0, f"{' '.join(argv)}: {r.stderr}"
+        for assignment in (a for a in argv[1:] if "=" in a):
+            assert assignment.split("=", 1)[1] in r.stdout, f"{' '.join(argv)} ignores {assignment}"
 
 
 def _workspace_rust_version():
