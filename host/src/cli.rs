@@ -20,6 +20,10 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Measure a guard on a labelled JSONL set (`{"text","label":"injection"|"benign","lang","category"}`).
     Eval(EvalArgs),
+    /// Create an ed25519 key pair for signing components.
+    Keygen(KeygenArgs),
+    /// Sign a component: writes NAME.sig beside NAME.wasm.
+    Sign(SignArgs),
     /// Compile and validate a component, print its info, and exit (non-zero if invalid).
     Check(CheckArgs),
 }
@@ -96,6 +100,13 @@ pub struct ServeArgs {
     /// Chat requests served at once, streams included; more get 503 [default: 1024].
     #[arg(long, env = "WASMGATE_MAX_INFLIGHT")]
     pub max_inflight: Option<usize>,
+    /// Only load components signed by this ed25519 public key (hex; repeatable).
+    #[arg(
+        long = "trusted-key",
+        env = "WASMGATE_TRUSTED_KEYS",
+        value_delimiter = ','
+    )]
+    pub trusted_keys: Vec<String>,
     /// On SIGTERM, how long open streams may continue before they are ended [default: 30000].
     #[arg(long, env = "WASMGATE_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
@@ -136,4 +147,20 @@ pub struct EvalArgs {
     /// List up to N misclassified rows.
     #[arg(long, default_value_t = 0)]
     pub show_errors: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the secret key (hex, mode 0600).
+    #[arg(long, default_value = "wasmgate-signing.key")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The secret key file written by `keygen`.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The component to sign.
+    pub file: PathBuf,
 }

@@ -217,6 +217,8 @@ pub struct FileConfig {
     pub validation: ValidationLimits,
     pub default_max_tokens_estimate: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
+    /// ed25519 public keys (hex) components must be signed with.
+    pub trusted_keys: Vec<String>,
     pub component_defaults: ComponentDefaults,
 }
 
@@ -251,6 +253,7 @@ pub struct Settings {
     /// Tokens reserved for a request without `max_tokens` (reconciled later).
     pub default_max_tokens_estimate: u64,
     pub shutdown_grace: Duration,
+    pub trusted_keys: Vec<String>,
     pub component_defaults: ComponentDefaults,
 }
 
@@ -363,6 +366,11 @@ impl Settings {
             insecure_no_auth: args.insecure_no_auth,
             validation: file.validation,
             default_max_tokens_estimate: file.default_max_tokens_estimate.unwrap_or(512),
+            trusted_keys: if args.trusted_keys.is_empty() {
+                file.trusted_keys
+            } else {
+                args.trusted_keys.clone()
+            },
             shutdown_grace: Duration::from_millis(
                 args.shutdown_grace_ms
                     .or(file.shutdown_grace_ms)

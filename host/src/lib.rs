@@ -11,6 +11,7 @@ pub mod limits;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;
+pub mod signing;
 pub mod tools;
 pub mod upstream;
 pub mod watcher;

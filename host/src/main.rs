@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 
-use cli::{CheckArgs, Cli, Command, ServeArgs};
+use cli::{CheckArgs, Cli, Command, KeygenArgs, ServeArgs, SignArgs};
 use config::{ComponentDefaults, ComponentSettings, Settings};
 
 fn main() -> ExitCode {
@@ -40,6 +40,8 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(*args).await,
             Command::Check(args) => check(args).await,
             Command::Eval(args) => eval::run(args).await,
+            Command::Keygen(args) => keygen(&args),
+            Command::Sign(args) => sign(&args),
         }
     });
     match result {
@@ -74,6 +76,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics.clone(),
         settings.components.clone(),
         settings.component_defaults.clone(),
+        wasmgate::signing::TrustedKeys::parse(&settings.trusted_keys)
+            .map_err(|e| anyhow::anyhow!(e))?,
     ));
     let _watcher = watcher::watch(registry.clone()).context("watching the components folder")?;
     registry.sync().await;
@@ -197,5 +201,38 @@ async fn check(args: CheckArgs) -> anyhow::Result<()> {
             "sha256": sha,
         })
     );
+    Ok(())
+}
+
+/// `wasmgate keygen`: writes the secret key, prints the public key.
+fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (secret, public) = wasmgate::signing::generate()?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&args.out)
+        .with_context(|| format!("creating {} (it must not exist yet)", args.out.display()))?;
+    writeln!(f, "{secret}")?;
+    println!("{public}");
+    eprintln!(
+        "secret key written to {}; start wasmgate with --trusted-key {public}",
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// `wasmgate sign`: writes NAME.sig beside NAME.wasm.
+fn sign(args: &SignArgs) -> anyhow::Result<()> {
+    let secret = std::fs::read_to_string(&args.key)
+        .with_context(|| format!("reading {}", args.key.display()))?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let sig = wasmgate::signing::sign(&secret, &bytes).map_err(|e| anyhow::anyhow!(e))?;
+    let out = args.file.with_extension("sig");
+    std::fs::write(&out, format!("{sig}\n"))?;
+    println!("{}", out.display());
     Ok(())
 }

@@ -134,6 +134,7 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     dir: PathBuf,
     defaults: ComponentDefaults,
+    trusted: crate::signing::TrustedKeys,
     /// Serialises scans; holds the last status of every file.
     scan: Mutex<Statuses>,
     /// Set once the first scan finished.
@@ -147,6 +148,7 @@ impl Registry {
         metrics: Arc<Metrics>,
         dir: PathBuf,
         defaults: ComponentDefaults,
+        trusted: crate::signing::TrustedKeys,
     ) -> Self {
         Self {
             current: ArcSwap::from_pointee(ComponentSet::default()),
@@ -154,6 +156,7 @@ impl Registry {
             metrics,
             dir,
             defaults,
+            trusted,
             scan: Mutex::new(BTreeMap::new()),
             ready: false.into(),
             events: broadcast::channel(256).0,
@@ -306,6 +309,9 @@ impl Registry {
         let bytes =
             std::fs::read(path).map_err(|e| (String::new(), format!("cannot read: {e}")))?;
         let sha = sha256_hex(&bytes);
+        self.trusted
+            .verify_file(path, &bytes)
+            .map_err(|e| (sha.clone(), e))?;
         let settings = ComponentSettings::load(&path.with_extension("toml"), &self.defaults)
             .map_err(|e| (sha.clone(), e.to_string()))?;
         if let Some(c) = loaded
@@ -315,7 +321,9 @@ impl Registry {
             return Ok(None);
         }
         // The same bytes failed before: do not recompile on every scan.
-        if let Some(st) = last
+        // (With signatures on, the signature file may have changed instead.)
+        if self.trusted.is_empty()
+            && let Some(st) = last
             && st.sha256 == sha
             && let Some(err) = &st.error
             && loaded.is_none_or(|c| *c.settings() == settings)
@@ -357,6 +365,7 @@ impl Registry {
         &self,
         name: &str,
         bytes: Vec<u8>,
+        signature: Option<&str>,
         pick: impl Fn(&ComponentSet) -> Option<Arc<K>>,
     ) -> Result<(Arc<K>, bool), DeployError> {
         if !valid_name(name) {
@@ -368,12 +377,19 @@ impl Registry {
         let path = self.dir.join(K::DIR).join(format!("{name}.wasm"));
         let settings = ComponentSettings::load(&path.with_extension("toml"), &self.defaults)
             .map_err(|e| DeployError::Invalid(e.to_string()))?;
+        if let Err(why) = self.trusted.verify(&bytes, signature) {
+            self.report(K::KIND, name, "rejected", &sha, Some(why.clone()));
+            return Err(DeployError::Invalid(why));
+        }
         let bytes = Arc::new(bytes);
         if let Err(why) = K::load(&self.runtime, name, bytes.clone(), sha.clone(), settings).await {
             self.report(K::KIND, name, "rejected", &sha, Some(why.clone()));
             return Err(DeployError::Invalid(why));
         }
         let existed = path.exists();
+        if let Some(sig) = signature {
+            write_atomically(&path.with_extension("sig"), sig.trim().as_bytes())?;
+        }
         write_atomically(&path, &bytes)?;
         self.sync().await;
         match pick(&self.current()) {

@@ -27,7 +27,7 @@ pub fn watch(
             let relevant = events.iter().any(|e| {
                 matches!(
                     e.path.extension().and_then(|x| x.to_str()),
-                    Some("wasm" | "toml")
+                    Some("wasm" | "toml" | "sig")
                 )
             });
             if relevant {

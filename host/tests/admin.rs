@@ -175,3 +175,83 @@ fn admin_api_is_off_without_a_token() {
     );
     assert_eq!(r.status(), 403);
 }
+
+#[test]
+fn with_a_trusted_key_only_signed_components_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyfile = dir.path().join("k.key");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args(["keygen", "--out"])
+        .arg(&keyfile)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
+    let sim = sim(&[]);
+    let comps = Components::new();
+    // An unsigned file in the folder is refused.
+    comps.add_guard("banned-words", "banned-words", None);
+    let gate = gate(
+        &format!("{}/v1", sim.url),
+        &comps,
+        &["--trusted-key", &public, "--admin-token", TOKEN],
+    );
+    let blocked =
+        || post_chat(&gate.url, &chat_body("a forbidden-fruit please", false)).status() == 400;
+    assert!(!blocked(), "an unsigned guard must not load");
+    let ready: Value = client()
+        .get(format!("{}/readyz", gate.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        ready["rejected"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unsigned"),
+        "{ready}"
+    );
+
+    // Signing it (NAME.sig beside it) makes it load.
+    let wasm_path = comps.guards().join("banned-words.wasm");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args(["sign", "--key"])
+        .arg(&keyfile)
+        .arg(&wasm_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), blocked),
+        "signed guard not loaded"
+    );
+
+    // Through the API: unsigned and wrongly signed uploads are refused.
+    let wasm = std::fs::read(component("banned-words")).unwrap();
+    let url = format!("{}/admin/components/guards/other", gate.url);
+    let r = admin(reqwest::Method::PUT, &url, Some(TOKEN), Some(wasm.clone()));
+    assert_eq!(r.status(), 400);
+    let r = client()
+        .put(&url)
+        .bearer_auth(TOKEN)
+        .header("x-wasmgate-signature", "00".repeat(64))
+        .body(wasm.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let sig = std::fs::read_to_string(comps.guards().join("banned-words.sig")).unwrap();
+    let r = client()
+        .put(&url)
+        .bearer_auth(TOKEN)
+        .header("x-wasmgate-signature", sig.trim())
+        .body(wasm)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}

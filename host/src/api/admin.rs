@@ -104,8 +104,12 @@ pub async fn list(State(app): State<Arc<AppState>>) -> Json<Value> {
 pub async fn put(
     State(app): State<Arc<AppState>>,
     Path((kind, name)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let signature = headers
+        .get("x-wasmgate-signature")
+        .and_then(|v| v.to_str().ok());
     let kind = kind_of(&kind)?;
     let bytes = body.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -118,14 +122,16 @@ pub async fn put(
     let registry = &app.registry;
     let installed = if kind == "guard" {
         registry
-            .install::<Guard>(&name, bytes.to_vec(), |set| {
+            .install::<Guard>(&name, bytes.to_vec(), signature, |set| {
                 set.all_guards.get(&name).cloned()
             })
             .await
             .map(|(g, created)| (g.json(None), created))
     } else {
         registry
-            .install::<Agent>(&name, bytes.to_vec(), |set| set.agents.get(&name).cloned())
+            .install::<Agent>(&name, bytes.to_vec(), signature, |set| {
+                set.agents.get(&name).cloned()
+            })
             .await
             .map(|(a, created)| (a.json(None), created))
     };

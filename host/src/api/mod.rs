@@ -67,7 +67,8 @@ pub fn router(app: Arc<AppState>) -> Router {
         ));
     let api = api.merge(admin);
     let ui: Router<Arc<AppState>> = match &app.settings.ui_dir {
-        Some(dir) => Router::new().fallback_service(tower_http::services::ServeDir::new(dir)),
+        Some(dir) => Router::new()
+            .fallback_service(tower_http::services::ServeDir::new(dir).precompressed_gzip()),
         None => Router::new().route("/", get(landing)).fallback(not_found),
     };
     api.merge(ui)
