@@ -107,6 +107,9 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub trusted_keys: Vec<String>,
+    /// Do not append the per-request leak canary to forwarded system prompts.
+    #[arg(long, env = "WASMGATE_NO_CANARY")]
+    pub no_canary: bool,
     /// On SIGTERM, how long open streams may continue before they are ended [default: 30000].
     #[arg(long, env = "WASMGATE_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,

@@ -219,6 +219,7 @@ pub struct FileConfig {
     pub shutdown_grace_ms: Option<u64>,
     /// ed25519 public keys (hex) components must be signed with.
     pub trusted_keys: Vec<String>,
+    pub canary: Option<bool>,
     pub component_defaults: ComponentDefaults,
 }
 
@@ -254,6 +255,8 @@ pub struct Settings {
     pub default_max_tokens_estimate: u64,
     pub shutdown_grace: Duration,
     pub trusted_keys: Vec<String>,
+    /// Append a per-request leak canary to forwarded system prompts.
+    pub canary: bool,
     pub component_defaults: ComponentDefaults,
 }
 
@@ -366,6 +369,7 @@ impl Settings {
             insecure_no_auth: args.insecure_no_auth,
             validation: file.validation,
             default_max_tokens_estimate: file.default_max_tokens_estimate.unwrap_or(512),
+            canary: !args.no_canary && file.canary.unwrap_or(true),
             trusted_keys: if args.trusted_keys.is_empty() {
                 file.trusted_keys
             } else {

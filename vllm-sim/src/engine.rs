@@ -65,6 +65,9 @@ pub struct StreamOpts {
     pub continuous_usage: bool,
 }
 
+/// In a scripted reply, stands for the request's system prompt.
+pub const SYSTEM_PLACEHOLDER: &str = "{{system}}";
+
 /// What one request will produce.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -211,6 +214,8 @@ impl Engine {
     }
 
     /// Decides the answer, the finish reason and whether the request fails.
+    /// A scripted reply may contain `{{system}}`, replaced by the request's
+    /// first system message.
     ///
     /// The answer is the reply of the first `--script` rule that applies to
     /// `messages` (using up a once-only rule), else what `--mode` says.
@@ -223,6 +228,15 @@ impl Engine {
                 .collect()
         };
         let mut tokens: Vec<String> = match (scripted, self.cfg.mode) {
+            (Some(reply), _) if reply.contains(SYSTEM_PLACEHOLDER) => {
+                // `{{system}}` stands for the request's system prompt: a model
+                // that leaks it, for leak-detection tests.
+                let system = messages
+                    .iter()
+                    .find(|m| m.role == "system")
+                    .map_or("", |m| m.text.as_str());
+                echo(&reply.replace(SYSTEM_PLACEHOLDER, system))
+            }
             (Some(reply), _) => echo(reply),
             (None, Mode::Echo) => {
                 let last_user = messages.iter().rev().find(|m| m.role == "user");

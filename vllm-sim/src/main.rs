@@ -59,7 +59,8 @@ struct Args {
     /// by newlines. When no rule applies, --mode answers. A once-only rule is
     /// used up by the first request it answers, even if that request then
     /// fails (--fail-rate) or is aborted. An unreadable or invalid file stops
-    /// the start with exit code 2.
+    /// the start with exit code 2. In a reply, {{system}} stands for the
+    /// request's first system message (a model that leaks its prompt).
     #[arg(
         long,
         env = "VLLM_SIM_SCRIPT",

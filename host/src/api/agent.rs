@@ -33,6 +33,7 @@ pub async fn run_agent(
     req: ParsedChat,
     started: Instant,
     admitted: super::chat::Admitted,
+    canary: Option<String>,
 ) -> Result<Response, ApiError> {
     let default_model = match agent.settings.agent.models.first() {
         Some(m) => m.clone(),
@@ -62,8 +63,19 @@ pub async fn run_agent(
         limit_hit: None,
         prompt_tokens: 0,
         completion_tokens: 0,
+        canary: canary.clone(),
     };
-    let driver = Driver::new(app, set, req, started, admitted);
+    let mut driver = Driver::new(app, set, req, started, admitted);
+    if let Some(c) = canary {
+        // The output filters see the canary the agent's completions carry.
+        driver.filter_view.messages.insert(
+            0,
+            crate::runtime::bindings::Message {
+                role: crate::runtime::bindings::Role::System,
+                content: c,
+            },
+        );
+    }
     if driver.req.stream {
         let (out_tx, out_rx) = mpsc::channel::<Result<Bytes, Infallible>>(32);
         tokio::spawn(async move {
@@ -162,6 +174,8 @@ struct Driver {
     last_text: std::sync::Mutex<Option<Instant>>,
     _inflight: Option<Inflight>,
     admitted: std::sync::Mutex<super::chat::Admitted>,
+    /// What the output filters are constructed with (the request plus the canary).
+    filter_view: crate::runtime::bindings::ChatRequest,
 }
 
 impl Driver {
@@ -173,6 +187,7 @@ impl Driver {
         admitted: super::chat::Admitted,
     ) -> Self {
         let inflight = req.stream.then(|| Inflight::new(&app));
+        let filter_view = req.guard_view.clone();
         Self {
             id: format!("chatcmpl-{}", req.guard_view.request_id),
             created: SystemTime::now()
@@ -185,6 +200,7 @@ impl Driver {
             started,
             last_text: std::sync::Mutex::new(None),
             admitted: std::sync::Mutex::new(admitted),
+            filter_view,
             _inflight: inflight,
         }
     }
@@ -308,7 +324,7 @@ impl Driver {
     ) -> Result<(), End> {
         let metrics = &self.app.metrics;
         if chain.is_none() {
-            match FilterChain::start(&self.set, &self.req.guard_view, metrics).await {
+            match FilterChain::start(&self.set, &self.filter_view, metrics).await {
                 Ok(c) => *chain = Some(c),
                 Err(block) => return Err(self.blocked(sink, block).await),
             }

@@ -168,10 +168,14 @@ async fn handle(
     };
 
     check_input(&set, &mut req, &app.metrics).await?;
+    let canary = app.settings.canary.then(super::request::new_canary);
     if let Some(agent) = agent {
-        return super::agent::run_agent(app.clone(), set, agent, req, started, admitted).await;
+        return super::agent::run_agent(app.clone(), set, agent, req, started, admitted, canary)
+            .await;
     }
-
+    if let Some(c) = &canary {
+        req.add_canary(c);
+    }
     if req.stream {
         // Always ask for usage (for metrics); it reaches the client only if asked.
         let opts = req

@@ -165,6 +165,37 @@ impl ParsedChat {
     }
 }
 
+/// A fresh leak canary: a line the host appends to the system prompt it
+/// forwards; output filters block answers that repeat it.
+pub fn new_canary() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("\n\n[ref:wgc-{}]", &id[..16])
+}
+
+impl ParsedChat {
+    /// Appends `canary` to the first system message (forwarded body and the
+    /// guards' view alike). Without a system prompt there is nothing to leak.
+    pub fn add_canary(&mut self, canary: &str) {
+        let Some(Value::Array(messages)) = self.body.get_mut("messages") else {
+            return;
+        };
+        let Some((i, Value::Object(m))) = messages.iter_mut().enumerate().find(|(_, m)| {
+            matches!(
+                m.get("role").and_then(Value::as_str),
+                Some("system" | "developer")
+            ) && m.get("content").is_some_and(Value::is_string)
+        }) else {
+            return;
+        };
+        if let Some(Value::String(c)) = m.get_mut("content") {
+            c.push_str(canary);
+        }
+        if let Some(view) = self.guard_view.messages.get_mut(i) {
+            view.content.push_str(canary);
+        }
+    }
+}
+
 /// Rough token count used to reserve a budget at admission: prompt
 /// characters / 4 plus per-message overhead plus the completion allowance.
 impl ParsedChat {

@@ -52,6 +52,8 @@ pub struct AgentCtx {
     pub limit_hit: Option<String>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Appended to the first system message of each completion.
+    pub canary: Option<String>,
 }
 
 type EventStream = Pin<
@@ -331,9 +333,23 @@ impl inference::Host for StoreState {
             .max_tokens
             .unwrap_or(ctx.settings.max_tokens)
             .min(ctx.settings.max_tokens);
+        let mut canary = ctx.canary.as_deref();
+        let messages: Vec<Value> = req
+            .messages
+            .iter()
+            .map(|m| {
+                let mut content = m.content.clone();
+                if m.role == Role::System
+                    && let Some(c) = canary.take()
+                {
+                    content.push_str(c);
+                }
+                json!({"role": role_name(m.role), "content": content})
+            })
+            .collect();
         let mut body = json!({
             "model": model,
-            "messages": req.messages.iter().map(|m| json!({"role": role_name(m.role), "content": m.content})).collect::<Vec<_>>(),
+            "messages": messages,
             "stream": true,
             "stream_options": { "include_usage": true },
             "max_tokens": max_tokens,
