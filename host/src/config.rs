@@ -59,7 +59,7 @@ impl Default for ComponentDefaults {
     fn default() -> Self {
         Self {
             deadline_ms: 50,
-            output_budget_ms: 20,
+            output_budget_ms: 50,
             memory_mib: 64,
             on_error: FailPolicy::Closed,
         }

@@ -229,3 +229,103 @@ fn sigterm_past_the_grace_period_cuts_streams_cleanly() {
     assert_eq!(status, Some(0));
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn five_hundred_streams_survive_a_reload_storm() {
+    let sim = sim(&["--itl-ms", "10", "--max-num-seqs", "512"]);
+    let comps = Components::new();
+    comps.add_guard("guard", "guard", None);
+    comps.add_guard(
+        "banned-words",
+        "banned-words",
+        Some("[config]\nwords = \"zzz-0\"\n"),
+    );
+    let gate = gate(&format!("{}/v1", sim.url), &comps, &[]);
+    let url = gate.url.clone();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let storm = {
+        let guards = comps.guards();
+        std::thread::spawn(move || {
+            let wasm = std::fs::read(component("banned-words")).unwrap();
+            for i in 1..=20 {
+                // Alternate new settings and new bytes (a custom section).
+                if i % 2 == 0 {
+                    std::fs::write(
+                        guards.join("banned-words.toml"),
+                        format!("[config]\nwords = \"zzz-{i}\"\n"),
+                    )
+                    .unwrap();
+                } else {
+                    let mut bytes = wasm.clone();
+                    bytes.extend_from_slice(&[0, 5, 3, b'r', b'e', b'v', i as u8]);
+                    let tmp = guards.join(".bw.tmp");
+                    std::fs::write(&tmp, &bytes).unwrap();
+                    std::fs::rename(&tmp, guards.join("banned-words.wasm")).unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let results: Vec<(u16, bool, String)> = rt.block_on(async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap();
+        let tasks: Vec<_> = (0..500)
+            .map(|i| {
+                let client = client.clone();
+                let url = url.clone();
+                tokio::spawn(async move {
+                    // Spread the starts over the storm.
+                    tokio::time::sleep(Duration::from_millis(8 * i)).await;
+                    let text = format!("stream number {i} keeps going for a while");
+                    let resp = client
+                        .post(format!("{url}/v1/chat/completions"))
+                        .json(&chat_body(&text, true))
+                        .send()
+                        .await;
+                    let Ok(resp) = resp else {
+                        return (0, false, String::new());
+                    };
+                    let status = resp.status().as_u16();
+                    let body = resp.text().await.unwrap_or_default();
+                    let done = body.trim_end().ends_with("data: [DONE]");
+                    let ok = done
+                        && body.contains("\"finish_reason\":\"stop\"")
+                        && !body.contains("\"error\"");
+                    (status, ok, body)
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    storm.join().unwrap();
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|(s, ok, _)| *s != 200 || !ok)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 500 failed; first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let page = get_text(&format!("{}/metrics", gate.url));
+    assert!(
+        metric_sum(
+            &page,
+            "wasmgate_component_reloads_total",
+            &["component=\"banned-words\"", "result=\"replaced\""]
+        ) >= 5.0,
+        "the storm did reload the guard:\n{page}"
+    );
+}

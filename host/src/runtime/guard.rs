@@ -255,7 +255,9 @@ impl Guard {
         metrics: &Metrics,
     ) -> Result<OutputFilter, Fault> {
         let started = Instant::now();
-        let budget = self.settings.output_budget;
+        // Instantiation and the constructor get the check-input deadline;
+        // each push/finish then gets the (per-chunk) output budget.
+        let budget = self.settings.deadline.max(self.settings.output_budget);
         let result = async {
             let (mut store, bindings) = self.instantiate(budget).await?;
             let handle = bindings
