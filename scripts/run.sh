@@ -14,7 +14,8 @@ tools = ["kb-search", "calculator", "now"]
 kb_dir = "$root/docs"
 TOML
 
-"$root/target/debug/vllm-sim" --port "$sim_port" --mode lorem --model Qwen/Qwen2.5-0.5B-Instruct &
+"$root/target/debug/vllm-sim" --port "$sim_port" --mode lorem --model Qwen/Qwen2.5-0.5B-Instruct \
+  --script "$root/scripts/demo-script.json" &
 sim=$!
 trap 'kill $sim 2>/dev/null || true' EXIT INT TERM
 for _ in $(seq 100); do

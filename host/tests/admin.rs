@@ -124,7 +124,13 @@ fn admin_api_deploys_validates_and_removes_guards() {
     let r = admin(reqwest::Method::PUT, &put_url, Some(TOKEN), Some(sneaky));
     assert_eq!(r.status(), 400);
     let e: Value = r.json().unwrap();
-    assert!(e["error"]["message"].as_str().unwrap().contains("wasi:sockets"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("wasi:sockets"),
+        "{e}"
+    );
     assert!(blocked(), "old version keeps serving");
     // Names cannot escape the folder.
     for name in ["..", ".hidden", "a.b", "x%2F..%2Fy"] {

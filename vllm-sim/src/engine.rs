@@ -65,8 +65,25 @@ pub struct StreamOpts {
     pub continuous_usage: bool,
 }
 
-/// In a scripted reply, stands for the request's system prompt.
-pub const SYSTEM_PLACEHOLDER: &str = "{{system}}";
+/// Fills a scripted reply's placeholders: `{{system}}` (the first system
+/// message: a model that leaks its prompt), `{{last_user}}` (the last user
+/// message) and `{{last_user_json}}` (the same as a JSON string literal, for
+/// scripted tool calls).
+fn expand(reply: &str, messages: &[Message]) -> String {
+    let text_of = |role: &str, last: bool| {
+        let mut it = messages.iter().filter(|m| m.role == role);
+        let m = if last { it.next_back() } else { it.next() };
+        m.map_or("", |m| m.text.as_str()).to_owned()
+    };
+    let last_user = text_of("user", true);
+    reply
+        .replace("{{system}}", &text_of("system", false))
+        .replace(
+            "{{last_user_json}}",
+            &serde_json::to_string(&last_user).unwrap_or_default(),
+        )
+        .replace("{{last_user}}", &last_user)
+}
 
 /// What one request will produce.
 #[derive(Debug, Clone)]
@@ -228,15 +245,7 @@ impl Engine {
                 .collect()
         };
         let mut tokens: Vec<String> = match (scripted, self.cfg.mode) {
-            (Some(reply), _) if reply.contains(SYSTEM_PLACEHOLDER) => {
-                // `{{system}}` stands for the request's system prompt: a model
-                // that leaks it, for leak-detection tests.
-                let system = messages
-                    .iter()
-                    .find(|m| m.role == "system")
-                    .map_or("", |m| m.text.as_str());
-                echo(&reply.replace(SYSTEM_PLACEHOLDER, system))
-            }
+            (Some(reply), _) if reply.contains("{{") => echo(&expand(reply, messages)),
             (Some(reply), _) => echo(reply),
             (None, Mode::Echo) => {
                 let last_user = messages.iter().rev().find(|m| m.role == "user");

@@ -60,7 +60,9 @@ struct Args {
     /// used up by the first request it answers, even if that request then
     /// fails (--fail-rate) or is aborted. An unreadable or invalid file stops
     /// the start with exit code 2. In a reply, {{system}} stands for the
-    /// request's first system message (a model that leaks its prompt).
+    /// request's first system message (a model that leaks its prompt),
+    /// {{last_user}} for the last user message and {{last_user_json}} for the
+    /// same as a JSON string (scripted tool calls).
     #[arg(
         long,
         env = "VLLM_SIM_SCRIPT",

@@ -553,7 +553,7 @@ impl wit_tools::Host for StoreState {
             tokio::task::spawn_blocking(move || tools::call(&name2, &args2, kb.as_deref()))
                 .await
                 .unwrap_or_else(|e| Err(format!("tool failed: {e}")));
-        let (text, summary) = match result {
+        let output = match result {
             Ok(r) => r,
             Err(e) => {
                 ctx.metrics
@@ -570,19 +570,34 @@ impl wit_tools::Host for StoreState {
                 return Ok(Err(e));
             }
         };
-        // Indirect injection: the result passes the input guards as a tool message.
-        let (text, withheld) = match screen_tool_result(ctx, &name, &text).await {
-            Some(notice) => (notice, true),
-            None => (text, false),
-        };
-        let outcome = if withheld { "withheld" } else { "ok" };
+        // Indirect injection: each part of the result passes the input guards
+        // as a tool message; a blocked part is replaced by a notice.
+        let mut parts = Vec::with_capacity(output.parts.len());
+        let mut withheld = 0usize;
+        for (i, part) in output.parts.iter().enumerate() {
+            match screen_tool_result(ctx, &name, part).await {
+                Some(notice) => {
+                    withheld += 1;
+                    parts.push(if output.parts.len() > 1 {
+                        format!("[{}] {notice}", i + 1)
+                    } else {
+                        notice
+                    });
+                }
+                None => parts.push(part.clone()),
+            }
+        }
+        let text = parts.join("\n\n");
+        let outcome = if withheld > 0 { "withheld" } else { "ok" };
         ctx.metrics
             .agent_tool_invocations
             .with_label_values(&[&*agent, &name, outcome])
             .inc();
+        let summary = output.summary;
         let mut data = summary;
         data["name"] = json!(name);
-        data["withheld"] = json!(withheld);
+        data["withheld"] = json!(withheld > 0);
+        data["withheld_parts"] = json!(withheld);
         let _ = ctx
             .out
             .send(AgentMsg::Event {

@@ -33,8 +33,15 @@ pub fn spec(name: &str) -> Option<ToolSpec> {
     })
 }
 
+/// A tool's result: text parts (joined by blank lines for the agent; each
+/// screened by the input guards on its own) and a summary for UI events.
+pub struct Output {
+    pub parts: Vec<String>,
+    pub summary: Value,
+}
+
 /// Runs a tool. `kb` is the agent's knowledge base, if it has one.
-pub fn call(name: &str, arguments: &str, kb: Option<&kb::Kb>) -> Result<(String, Value), String> {
+pub fn call(name: &str, arguments: &str, kb: Option<&kb::Kb>) -> Result<Output, String> {
     let args: Value = serde_json::from_str(if arguments.trim().is_empty() {
         "{}"
     } else {
@@ -56,29 +63,32 @@ pub fn call(name: &str, arguments: &str, kb: Option<&kb::Kb>) -> Result<(String,
                 .clamp(1, 10) as usize;
             let hits = kb.search(query, k);
             if hits.is_empty() {
-                return Ok((
-                    "No passages matched.".into(),
-                    serde_json::json!({ "hits": [] }),
-                ));
+                return Ok(Output {
+                    parts: vec!["No passages matched.".into()],
+                    summary: serde_json::json!({ "hits": [] }),
+                });
             }
-            let mut text = String::new();
-            for (i, h) in hits.iter().enumerate() {
-                if i > 0 {
-                    text.push_str("\n\n");
-                }
-                text.push_str(&format!(
-                    "[{}] {} — {}\n{}",
-                    i + 1,
-                    h.passage.source,
-                    h.passage.heading,
-                    h.passage.text
-                ));
-            }
+            let parts = hits
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    format!(
+                        "[{}] {} — {}\n{}",
+                        i + 1,
+                        h.passage.source,
+                        h.passage.heading,
+                        h.passage.text
+                    )
+                })
+                .collect();
             let summary: Vec<Value> = hits
                 .iter()
                 .map(|h| serde_json::json!({ "source": h.passage.source, "heading": h.passage.heading, "score": (h.score * 1000.0).round() / 1000.0 }))
                 .collect();
-            Ok((text, serde_json::json!({ "hits": summary })))
+            Ok(Output {
+                parts,
+                summary: serde_json::json!({ "hits": summary }),
+            })
         }
         "calculator" => {
             let expr = args
@@ -86,11 +96,17 @@ pub fn call(name: &str, arguments: &str, kb: Option<&kb::Kb>) -> Result<(String,
                 .and_then(Value::as_str)
                 .ok_or("`expression` (a string) is required")?;
             let result = calc::evaluate(expr)?;
-            Ok((result.clone(), serde_json::json!({ "result": result })))
+            Ok(Output {
+                parts: vec![result.clone()],
+                summary: serde_json::json!({ "result": result }),
+            })
         }
         "now" => {
             let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-            Ok((now.clone(), serde_json::json!({ "now": now })))
+            Ok(Output {
+                parts: vec![now.clone()],
+                summary: serde_json::json!({ "now": now }),
+            })
         }
         other => Err(format!("unknown tool `{other}`")),
     }
