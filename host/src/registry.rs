@@ -82,51 +82,36 @@ pub trait Kind: Sized + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self, String>> + Send;
 }
 
-impl Kind for Guard {
-    const KIND: &'static str = "guard";
-    const DIR: &'static str = "guards";
-    fn sha256(&self) -> &str {
-        &self.sha256
-    }
-    fn settings(&self) -> &ComponentSettings {
-        &self.settings
-    }
-    fn version(&self) -> &str {
-        &self.info.version
-    }
-    async fn load(
-        runtime: &Runtime,
-        name: &str,
-        bytes: Arc<Vec<u8>>,
-        sha256: String,
-        settings: ComponentSettings,
-    ) -> Result<Self, String> {
-        runtime.load_guard(name, bytes, sha256, settings).await
-    }
+/// `Kind` for a component type: its names and how the runtime loads it.
+macro_rules! kind {
+    ($ty:ty, $kind:literal, $dir:literal, $load:ident) => {
+        impl Kind for $ty {
+            const KIND: &'static str = $kind;
+            const DIR: &'static str = $dir;
+            fn sha256(&self) -> &str {
+                &self.sha256
+            }
+            fn settings(&self) -> &ComponentSettings {
+                &self.settings
+            }
+            fn version(&self) -> &str {
+                &self.info.version
+            }
+            async fn load(
+                runtime: &Runtime,
+                name: &str,
+                bytes: Arc<Vec<u8>>,
+                sha256: String,
+                settings: ComponentSettings,
+            ) -> Result<Self, String> {
+                runtime.$load(name, bytes, sha256, settings).await
+            }
+        }
+    };
 }
 
-impl Kind for Agent {
-    const KIND: &'static str = "agent";
-    const DIR: &'static str = "agents";
-    fn sha256(&self) -> &str {
-        &self.sha256
-    }
-    fn settings(&self) -> &ComponentSettings {
-        &self.settings
-    }
-    fn version(&self) -> &str {
-        &self.info.version
-    }
-    async fn load(
-        runtime: &Runtime,
-        name: &str,
-        bytes: Arc<Vec<u8>>,
-        sha256: String,
-        settings: ComponentSettings,
-    ) -> Result<Self, String> {
-        runtime.load_agent(name, bytes, sha256, settings).await
-    }
-}
+kind!(Guard, "guard", "guards", load_guard);
+kind!(Agent, "agent", "agents", load_agent);
 
 pub struct Registry {
     current: ArcSwap<ComponentSet>,

@@ -77,24 +77,6 @@ pub struct Completion {
     _target: crate::upstream::TargetGuard,
 }
 
-/// Imports an agent may have.
-fn import_allowed(name: &str) -> bool {
-    const ALLOWED: &[&str] = &[
-        "wasmgate:llm/types",
-        "wasmgate:llm/log",
-        "wasmgate:llm/config",
-        "wasmgate:llm/inference",
-        "wasmgate:llm/output",
-        "wasmgate:llm/tools",
-        "wasi:cli/",
-        "wasi:io/",
-        "wasi:clocks/",
-        "wasi:random/",
-        "wasi:filesystem/",
-    ];
-    ALLOWED.iter().any(|p| name.starts_with(p))
-}
-
 /// A validated agent component.
 pub struct Agent {
     pub name: Arc<str>,
@@ -129,11 +111,7 @@ impl Agent {
         sha256: String,
         settings: ComponentSettings,
     ) -> Result<Self, String> {
-        for (import, _) in component.component_type().imports(engine) {
-            if !import_allowed(import) {
-                return Err(format!("agents may not import `{import}`"));
-            }
-        }
+        super::check_imports(engine, &component, "agents", super::AGENT_ONLY_IMPORTS)?;
         for tool in &settings.agent.tools {
             if !tools::ALL.contains(&tool.as_str()) {
                 return Err(format!(

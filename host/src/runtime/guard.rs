@@ -75,22 +75,6 @@ impl Fault {
     }
 }
 
-/// Imports a guard may have. Anything else (sockets, HTTP, agent-only
-/// interfaces) is refused at load time.
-fn import_allowed(name: &str) -> bool {
-    const ALLOWED: &[&str] = &[
-        "wasmgate:llm/types",
-        "wasmgate:llm/log",
-        "wasmgate:llm/config",
-        "wasi:cli/",
-        "wasi:io/",
-        "wasi:clocks/",
-        "wasi:random/",
-        "wasi:filesystem/",
-    ];
-    ALLOWED.iter().any(|p| name.starts_with(p))
-}
-
 /// A validated guard component, shared by every request that uses it.
 pub struct Guard {
     pub name: Arc<str>,
@@ -149,12 +133,7 @@ impl Guard {
         sha256: String,
         settings: ComponentSettings,
     ) -> Result<Self, String> {
-        let ty = component.component_type();
-        for (import, _) in ty.imports(engine) {
-            if !import_allowed(import) {
-                return Err(format!("guards may not import `{import}`"));
-            }
-        }
+        super::check_imports(engine, &component, "guards", &[])?;
         let instance_pre = linker
             .instantiate_pre(&component)
             .map_err(|e| format!("does not link as a guard: {e:#}"))?;

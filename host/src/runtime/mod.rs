@@ -19,6 +19,42 @@ use agent::Agent;
 use guard::Guard;
 use state::StoreState;
 
+/// Imports every component may have: our shared interfaces and the WASI
+/// parts Rust's std links (with nothing to reach through them: no
+/// preopened directories, no environment). Sockets and HTTP are never allowed.
+const COMMON_IMPORTS: &[&str] = &[
+    "wasmgate:llm/types",
+    "wasmgate:llm/log",
+    "wasmgate:llm/config",
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:filesystem/",
+];
+
+/// What agents may import on top of [`COMMON_IMPORTS`].
+pub const AGENT_ONLY_IMPORTS: &[&str] = &[
+    "wasmgate:llm/inference",
+    "wasmgate:llm/output",
+    "wasmgate:llm/tools",
+];
+
+/// Refuses a component that imports anything its kind may not.
+pub fn check_imports(
+    engine: &Engine,
+    component: &wasmtime::component::Component,
+    kind: &str,
+    extra: &[&str],
+) -> Result<(), String> {
+    for (import, _) in component.component_type().imports(engine) {
+        if !COMMON_IMPORTS.iter().chain(extra).any(|p| import.starts_with(p)) {
+            return Err(format!("{kind} may not import `{import}`"));
+        }
+    }
+    Ok(())
+}
+
 /// The engine and linkers, shared by every load and invocation.
 pub struct Runtime {
     pub engine: Engine,
