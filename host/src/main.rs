@@ -116,19 +116,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Test harnesses and scripts wait for this line.
     println!("listening on http://{addr}");
     std::io::stdout().flush()?;
-    let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        // New connections are refused from here; open streams get the grace
-        // period, then are ended with an error event and [DONE].
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "grace period over: ending open streams"
-            );
-            let _ = close_streams.send(true);
+    let server = axum::serve(listener, api::router(state))
+        // Small SSE writes must leave at once, not wait for Nagle.
+        .tcp_nodelay(true)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // New connections are refused from here; open streams get the grace
+            // period, then are ended with an error event and [DONE].
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                tracing::warn!(
+                    grace_ms = grace.as_millis() as u64,
+                    "grace period over: ending open streams"
+                );
+                let _ = close_streams.send(true);
+            });
         });
-    });
     server.await?;
     tracing::info!("all connections closed; bye");
     Ok(())

@@ -187,6 +187,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(%addr, model = %engine.cfg.model, "vllm-sim ready");
 
     axum::serve(listener, server::router(engine))
+        .tcp_nodelay(true)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
