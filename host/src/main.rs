@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::Parser;
 
 use cli::{CheckArgs, Cli, Command, KeygenArgs, ServeArgs, SignArgs};
@@ -116,10 +117,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Test harnesses and scripts wait for this line.
     println!("listening on http://{addr}");
     std::io::stdout().flush()?;
-    let server = axum::serve(listener, api::router(state))
-        // Small SSE writes must leave at once, not wait for Nagle.
-        .tcp_nodelay(true)
-        .with_graceful_shutdown(async move {
+    let server = axum::serve(listener.tap_io(nodelay), api::router(state)).with_graceful_shutdown(
+        async move {
             shutdown_signal().await;
             // New connections are refused from here; open streams get the grace
             // period, then are ended with an error event and [DONE].
@@ -131,7 +130,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 );
                 let _ = close_streams.send(true);
             });
-        });
+        },
+    );
     server.await?;
     tracing::info!("all connections closed; bye");
     Ok(())
@@ -238,4 +238,11 @@ fn sign(args: &SignArgs) -> anyhow::Result<()> {
     std::fs::write(&out, format!("{sig}\n"))?;
     println!("{}", out.display());
     Ok(())
+}
+
+/// Small SSE writes must leave at once, not wait for Nagle's algorithm.
+fn nodelay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
 }

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use clap::Parser;
 
 use crate::engine::{Engine, EngineConfig, FailMode, Mode};
@@ -186,9 +187,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     tracing::info!(%addr, model = %engine.cfg.model, "vllm-sim ready");
 
-    axum::serve(listener, server::router(engine))
-        .tcp_nodelay(true)
+    axum::serve(listener.tap_io(nodelay), server::router(engine))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// Small SSE writes must leave at once, not wait for Nagle's algorithm.
+fn nodelay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
 }
