@@ -289,6 +289,7 @@ const HASH_BITS: u32 = 11;
 const HASH_LEN: usize = 1 << HASH_BITS;
 const _: () = assert!(NWORDS * 2 < HASH_LEN, "grow HASH_BITS");
 
+#[inline(always)]
 const fn fnv(b: &[u8]) -> usize {
     let mut h: u32 = 0x811c_9dc5;
     let mut i = 0;
@@ -388,6 +389,7 @@ pub struct Scan {
     present_mask: u64,
 }
 
+#[inline(always)]
 fn is_word_char(c: char) -> bool {
     if c.is_ascii() {
         c.is_ascii_alphanumeric()
@@ -396,6 +398,7 @@ fn is_word_char(c: char) -> bool {
     }
 }
 
+#[inline(always)]
 fn next_char(s: &str, i: usize) -> Option<char> {
     match s.as_bytes().get(i) {
         Some(&b) if b < 0x80 => Some(b as char),
@@ -537,6 +540,7 @@ impl El {
         &self.ids[..self.nids as usize]
     }
 
+    #[inline(always)]
     fn matches(&self, t: Tok) -> bool {
         self.mask & t.mask != 0 || self.alts().contains(&t.id)
     }

@@ -128,6 +128,32 @@ pub fn normalize(input: &str) -> Normalized {
     n
 }
 
+/// Folds one character for phrase matching on output (hijack markers):
+/// full-width forms, lower case (ASCII and Cyrillic/Greek look-alikes),
+/// traditional → simplified Chinese, any whitespace → `' '`. Invisible
+/// characters give `None` (they are dropped).
+pub fn fold_char(c: char) -> Option<char> {
+    if c.is_ascii() {
+        return Some(if c.is_ascii_whitespace() {
+            ' '
+        } else {
+            c.to_ascii_lowercase()
+        });
+    }
+    if is_invisible(c) {
+        return None;
+    }
+    let c = fold_width(c);
+    if c.is_whitespace() {
+        return Some(' ');
+    }
+    if is_cjk(c) {
+        return Some(simplify(c));
+    }
+    let l = c.to_lowercase().next().unwrap_or(c);
+    Some(homoglyph(l).unwrap_or(l))
+}
+
 /// Zero-width and other invisible format characters that are dropped.
 fn is_invisible(c: char) -> bool {
     matches!(c,
@@ -144,6 +170,7 @@ fn is_latin_or_cjk(c: char) -> bool {
 }
 
 /// CJK ideographs (the scripts the Chinese rules look at).
+#[inline(always)]
 pub fn is_cjk(c: char) -> bool {
     matches!(c as u32, 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F)
 }
@@ -608,7 +635,15 @@ fn collapse_spaced(chars: &[char]) -> String {
     // A one-character word at `i` (the caller knows `chars[i + 1]` is a separator).
     let single_before_sep = |i: usize| word(chars[i]) && (i == 0 || !word(chars[i - 1]));
     let single = |i: usize| single_before_sep(i) && (i + 1 == n || !word(chars[i + 1]));
-    let mut out = String::with_capacity(n + n / 2);
+    // Bytes, not `String::push`: most characters are ASCII.
+    let mut out: Vec<u8> = Vec::with_capacity(n + n / 2);
+    let put = |out: &mut Vec<u8>, c: char| {
+        if c.is_ascii() {
+            out.push(c as u8);
+        } else {
+            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+        }
+    };
     let mut i = 0;
     while i < n {
         // Cheapest test first: most characters are not followed by a separator.
@@ -624,15 +659,18 @@ fn collapse_spaced(chars: &[char]) -> String {
             }
             let min = if all_cjk && sep == ' ' { 2 } else { 3 };
             if count >= min {
-                out.extend((i..=j).step_by(2).map(|k| chars[k]));
+                for k in (i..=j).step_by(2) {
+                    put(&mut out, chars[k]);
+                }
                 i = j + 1;
                 continue;
             }
         }
-        out.push(chars[i]);
+        put(&mut out, chars[i]);
         i += 1;
     }
-    out
+    // Always valid: built from whole characters.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -1,5 +1,12 @@
-//! PII redaction for the output filter: e-mail addresses become `[EMAIL]`,
-//! phone numbers become `[PHONE]`, also while the text streams in.
+//! PII and secret redaction, for input rewrites and the output filter.
+//!
+//! Kinds (each can be switched off, see [`Kinds`] and `docs/guards.md`):
+//! e-mail addresses `[EMAIL]`; phone numbers `[PHONE]` (CN mobile, E.164,
+//! common national formats); mainland China resident IDs `[CN_ID]` (18
+//! characters with a valid checksum and birth date); bank cards `[CARD]`
+//! (13-19 digits, Luhn); IPv4 addresses `[IP]`; API keys and tokens
+//! `[SECRET]` (`sk-…`, `AKIA…`/`ASIA…`, `ghp_…`/`github_pat_…`, and the token
+//! after `Bearer `, which is kept).
 //!
 //! Everything that can be part of a match is ASCII, so the scanners work on
 //! bytes; boundaries only look at ASCII letters and digits, so
@@ -7,22 +14,88 @@
 //!
 //! Streaming: [`StreamRedactor`] emits the longest prefix that no later text
 //! can change. A match can only contain "match characters" (ASCII letters,
-//! digits and `._%+-@()`) and single spaces between digit groups, so the
-//! filter holds back the trailing run of those and emits the rest, redacted.
-//! Every decision of [`redact`] near a cut only looks at characters on the
-//! same side of it, so the emitted pieces always concatenate to
+//! digits and `._%+-@()/=~`), single spaces between digit groups, and the
+//! one space after `Bearer`, so the filter holds back the trailing run of
+//! those and emits the rest, redacted. Every decision of [`redact`] near a cut
+//! only looks at characters on the same side of it (a left boundary only
+//! rejects match characters), so the emitted pieces always concatenate to
 //! `redact(whole text)`, however the text was chunked (tested below).
 
 /// Replacement for an e-mail address.
 pub const EMAIL: &str = "[EMAIL]";
 /// Replacement for a phone number.
 pub const PHONE: &str = "[PHONE]";
+/// Replacement for a mainland China resident ID number.
+pub const CN_ID: &str = "[CN_ID]";
+/// Replacement for a bank card number.
+pub const CARD: &str = "[CARD]";
+/// Replacement for an IPv4 address.
+pub const IP: &str = "[IP]";
+/// Replacement for an API key or token.
+pub const SECRET: &str = "[SECRET]";
 /// Longest run held back while streaming; a longer one is flushed as it is.
 pub const MAX_HOLD: usize = 256;
 
-/// Characters that may belong to an e-mail address or a phone number.
+/// Which kinds of PII to redact (a bit set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kinds(u8);
+
+impl Kinds {
+    pub const EMAIL: Kinds = Kinds(1);
+    pub const PHONE: Kinds = Kinds(2);
+    pub const CN_ID: Kinds = Kinds(4);
+    pub const CARD: Kinds = Kinds(8);
+    pub const IPV4: Kinds = Kinds(16);
+    pub const API_KEY: Kinds = Kinds(32);
+    pub const ALL: Kinds = Kinds(63);
+    pub const NONE: Kinds = Kinds(0);
+
+    /// The config key of each kind (`pii.email = "off"` switches it off).
+    pub const KEYS: [(&'static str, Kinds); 6] = [
+        ("pii.email", Kinds::EMAIL),
+        ("pii.phone", Kinds::PHONE),
+        ("pii.cn_id", Kinds::CN_ID),
+        ("pii.card", Kinds::CARD),
+        ("pii.ipv4", Kinds::IPV4),
+        ("pii.api_key", Kinds::API_KEY),
+    ];
+
+    pub fn has(self, k: Kinds) -> bool {
+        self.0 & k.0 == k.0
+    }
+
+    pub fn with(self, k: Kinds, on: bool) -> Kinds {
+        if on {
+            Kinds(self.0 | k.0)
+        } else {
+            Kinds(self.0 & !k.0)
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// All kinds, minus those whose key `get` says is off
+    /// (`off`, `false`, `no` or `0`).
+    pub fn from_config(get: impl Fn(&str) -> Option<String>) -> Kinds {
+        Kinds::KEYS.iter().fold(Kinds::ALL, |acc, &(key, k)| {
+            acc.with(k, get(key).is_none_or(|v| is_on(&v)))
+        })
+    }
+}
+
+/// Reads a config switch: anything but `off`/`false`/`no`/`0` is on.
+pub fn is_on(v: &str) -> bool {
+    !matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "off" | "false" | "no" | "0"
+    )
+}
+
+/// Characters that may belong to a match.
 fn is_match_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"._%+-@()".contains(&c)
+    c.is_ascii_alphanumeric() || b"._%+-@()/=~".contains(&c)
 }
 
 fn is_local(c: u8) -> bool {
@@ -33,37 +106,94 @@ fn is_domain(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'.' || c == b'-'
 }
 
-/// Redacts e-mail addresses and phone numbers in `text`.
+/// Redacts every kind of PII in `text`.
 pub fn redact(text: &str) -> String {
+    redact_with(text, Kinds::ALL)
+}
+
+/// Redacts the `kinds` of PII in `text`.
+pub fn redact_with(text: &str, kinds: Kinds) -> String {
     let b = text.as_bytes();
     let mut out = String::with_capacity(text.len());
+    if kinds.is_empty() {
+        out.push_str(text);
+        return out;
+    }
+    // Spans found by scanning for text (e-mails, keys), sorted and disjoint.
+    let mut spans: Vec<(usize, usize, &'static str)> = Vec::new();
+    if kinds.has(Kinds::EMAIL) {
+        spans.extend(find_emails(b).into_iter().map(|(s, e)| (s, e, EMAIL)));
+    }
+    if kinds.has(Kinds::API_KEY) {
+        let keys = find_secrets(b);
+        if !keys.is_empty() {
+            spans.extend(keys.into_iter().map(|(s, e)| (s, e, SECRET)));
+            spans.sort_unstable_by_key(|s| s.0);
+            let mut end = 0;
+            spans.retain(|s| {
+                let keep = s.0 >= end;
+                if keep {
+                    end = s.1;
+                }
+                keep
+            });
+        }
+    }
     let mut copied = 0;
     let mut from = 0;
-    let emails = find_emails(b);
-    for &(s, e) in emails.iter().chain(std::iter::once(&(b.len(), b.len()))) {
-        // Phone numbers between the previous e-mail and this one.
+    let put = |out: &mut String, copied: &mut usize, s: usize, e: usize, what: &str| {
+        out.push_str(&text[*copied..s]);
+        out.push_str(what);
+        *copied = e;
+    };
+    for &(s, e, what) in spans.iter().chain(std::iter::once(&(b.len(), b.len(), ""))) {
+        // Numbers between the previous span and this one.
         let mut i = from;
         while i < s {
-            if can_start_phone(b, i) {
-                let (end, valid) = parse_phone(b, i, s);
-                if valid
-                    && b.get(end)
-                        .is_none_or(|&c| !c.is_ascii_alphanumeric() && c != b'@')
-                {
-                    out.push_str(&text[copied..i]);
-                    out.push_str(PHONE);
-                    copied = end;
-                }
-                // Never restart inside a rejected run (e.g. a card number).
-                i = end.max(i + 1);
+            let c = b[i];
+            if !(c.is_ascii_digit() || c == b'+' || c == b'(') || !can_start_number(b, i) {
+                i += 1;
                 continue;
             }
-            i += 1;
+            if b[i].is_ascii_digit() {
+                let found = if kinds.has(Kinds::IPV4) {
+                    parse_ipv4(b, i, s).map(|e| (e, IP))
+                } else {
+                    None
+                }
+                .or_else(|| {
+                    kinds
+                        .has(Kinds::CN_ID)
+                        .then(|| parse_cn_id(b, i, s))
+                        .flatten()
+                        .map(|e| (e, CN_ID))
+                })
+                .or_else(|| {
+                    kinds
+                        .has(Kinds::CARD)
+                        .then(|| parse_card(b, i, s))
+                        .flatten()
+                        .map(|e| (e, CARD))
+                });
+                if let Some((end, what)) = found {
+                    put(&mut out, &mut copied, i, end, what);
+                    i = end;
+                    continue;
+                }
+            }
+            let (end, valid) = parse_phone(b, i, s);
+            if valid
+                && kinds.has(Kinds::PHONE)
+                && b.get(end)
+                    .is_none_or(|&c| !c.is_ascii_alphanumeric() && c != b'@')
+            {
+                put(&mut out, &mut copied, i, end, PHONE);
+            }
+            // Never restart inside a rejected run (e.g. a long digit string).
+            i = end.max(i + 1);
         }
         if s < b.len() {
-            out.push_str(&text[copied..s]);
-            out.push_str(EMAIL);
-            copied = e;
+            put(&mut out, &mut copied, s, e, what);
         }
         from = e;
     }
@@ -117,7 +247,7 @@ fn valid_domain(d: &[u8]) -> bool {
     labels >= 2 && last.len() >= 2 && last.iter().all(u8::is_ascii_alphabetic)
 }
 
-fn can_start_phone(b: &[u8], i: usize) -> bool {
+fn can_start_number(b: &[u8], i: usize) -> bool {
     let c = b[i];
     let next_digit = b.get(i + 1).is_some_and(u8::is_ascii_digit);
     let starts = c.is_ascii_digit() || (matches!(c, b'+' | b'(') && next_digit);
@@ -237,12 +367,201 @@ fn is_phone(groups: &[usize], plus: bool, paren: bool, sep: Option<u8>, first: u
     }
 }
 
+/// Whether a number ending at `end` stands alone (no letter, digit or `@` next).
+fn ends_clean(b: &[u8], end: usize) -> bool {
+    b.get(end)
+        .is_none_or(|&c| !c.is_ascii_alphanumeric() && c != b'@')
+}
+
+/// An IPv4 address `a.b.c.d` (each 0-255) starting at `i`; returns its end.
+fn parse_ipv4(b: &[u8], i: usize, lim: usize) -> Option<usize> {
+    let mut p = i;
+    for k in 0..4 {
+        if k > 0 {
+            if p >= lim || b[p] != b'.' {
+                return None;
+            }
+            p += 1;
+        }
+        let e = digits_end(b, p, lim);
+        if !(1..=3).contains(&(e - p)) {
+            return None;
+        }
+        let v: u32 = b[p..e].iter().fold(0, |v, &d| v * 10 + (d - b'0') as u32);
+        if v > 255 {
+            return None;
+        }
+        p = e;
+    }
+    // Not part of a longer dotted number (`1.2.3.4.5`) or a word.
+    let more = b.get(p) == Some(&b'.') && b.get(p + 1).is_some_and(u8::is_ascii_digit);
+    (ends_clean(b, p) && !more).then_some(p)
+}
+
+/// A mainland China resident ID (17 digits and a check digit or `X`, with a
+/// plausible birth date) starting at `i`; returns its end.
+fn parse_cn_id(b: &[u8], i: usize, lim: usize) -> Option<usize> {
+    let end = i + 18;
+    if end > lim || digits_end(b, i, i + 17) != i + 17 {
+        return None;
+    }
+    let last = b[i + 17];
+    if !(last.is_ascii_digit() || last == b'X' || last == b'x') || !ends_clean(b, end) {
+        return None;
+    }
+    const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let sum: u32 = (0..17).map(|k| (b[i + k] - b'0') as u32 * W[k]).sum();
+    let check = b"10X98765432"[(sum % 11) as usize];
+    let num = |a: usize, n: usize| -> u32 {
+        b[i + a..i + a + n]
+            .iter()
+            .fold(0, |v, &d| v * 10 + (d - b'0') as u32)
+    };
+    let (year, month, day) = (num(6, 4), num(10, 2), num(12, 2));
+    let date_ok =
+        (1900..=2099).contains(&year) && (1..=12).contains(&month) && (1..=31).contains(&day);
+    (last.to_ascii_uppercase() == check && date_ok).then_some(end)
+}
+
+/// A bank card number (13-19 digits, whole or in groups of 3-6 split by one
+/// consistent space or dash, first group of 4, Luhn-valid) starting at `i`.
+fn parse_card(b: &[u8], i: usize, lim: usize) -> Option<usize> {
+    let mut groups: Vec<(usize, usize)> = Vec::with_capacity(6);
+    let e = digits_end(b, i, lim);
+    groups.push((i, e));
+    let mut p = e;
+    let mut sep: Option<u8> = None;
+    while p + 1 < lim && matches!(b[p], b' ' | b'-') && b[p + 1].is_ascii_digit() {
+        if sep.is_some_and(|s| s != b[p]) {
+            break;
+        }
+        sep = Some(b[p]);
+        let e = digits_end(b, p + 1, lim);
+        groups.push((p + 1, e));
+        p = e;
+        if groups.len() > 6 {
+            return None;
+        }
+    }
+    let digits: usize = groups.iter().map(|g| g.1 - g.0).sum();
+    if !(13..=19).contains(&digits) || !ends_clean(b, p) {
+        return None;
+    }
+    if groups.len() > 1
+        && (groups[0].1 - groups[0].0 != 4
+            || groups.iter().any(|g| !(3..=6).contains(&(g.1 - g.0))))
+    {
+        return None;
+    }
+    let ds = groups
+        .iter()
+        .flat_map(|&(s, e)| b[s..e].iter().map(|d| (d - b'0') as u32));
+    let all: Vec<u32> = ds.collect();
+    if all.iter().all(|&d| d == all[0]) {
+        return None;
+    }
+    let sum: u32 = all
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(k, &d)| {
+            if k % 2 == 1 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10).then_some(p)
+}
+
+fn is_key_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'-' || c == b'_'
+}
+
+fn is_token_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"-._~+/".contains(&c)
+}
+
+fn run_end(b: &[u8], mut i: usize, ok: impl Fn(u8) -> bool) -> usize {
+    while i < b.len() && ok(b[i]) {
+        i += 1;
+    }
+    i
+}
+
+fn has_digit_and_letter(t: &[u8]) -> bool {
+    t.iter().any(u8::is_ascii_digit) && t.iter().any(u8::is_ascii_alphabetic)
+}
+
+/// Whether `b[i..]` starts with `word`, ignoring ASCII case.
+fn starts_with_ci(b: &[u8], i: usize, word: &[u8]) -> bool {
+    b.len() >= i + word.len() && b[i..i + word.len()].eq_ignore_ascii_case(word)
+}
+
+/// API keys and tokens: `(start, end)` of each, left to right.
+fn find_secrets(b: &[u8]) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if !matches!(c, b's' | b'A' | b'g' | b'b' | b'B') || (i > 0 && is_key_char(b[i - 1])) {
+            i += 1;
+            continue;
+        }
+        let span = if c == b's' && b[i..].starts_with(b"sk-") {
+            // OpenAI / Anthropic style: sk-…, sk-proj-…, sk-ant-api03-…
+            let e = run_end(b, i + 3, is_key_char);
+            (e - i - 3 >= 20 && has_digit_and_letter(&b[i + 3..e])).then_some((i, e))
+        } else if c == b'A' && (b[i..].starts_with(b"AKIA") || b[i..].starts_with(b"ASIA")) {
+            // AWS access key id: 4 + 16 upper-case letters or digits.
+            let e = run_end(b, i + 4, |c| c.is_ascii_uppercase() || c.is_ascii_digit());
+            (e - i == 20 && b.get(e).is_none_or(|c| !c.is_ascii_alphanumeric())).then_some((i, e))
+        } else if c == b'g' && (b[i..].starts_with(b"github_pat_") || is_gh_prefix(&b[i..])) {
+            let e = run_end(b, i, is_key_char);
+            (e - i >= 36).then_some((i, e))
+        } else if matches!(c, b'b' | b'B') && starts_with_ci(b, i, b"bearer ") {
+            // `Bearer <token>`: the token goes, the word stays.
+            let t = i + 7;
+            let mut e = run_end(b, t, is_token_char);
+            e = run_end(b, e, |c| c == b'=');
+            (e - t >= 16 && has_digit_and_letter(&b[t..e]) && ends_clean(b, e)).then_some((t, e))
+        } else {
+            None
+        };
+        match span {
+            Some((s, e)) => {
+                spans.push((s, e));
+                i = e;
+            }
+            None => i += 1,
+        }
+    }
+    spans
+}
+
+/// `ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_` (GitHub tokens).
+fn is_gh_prefix(b: &[u8]) -> bool {
+    b.len() >= 4 && b[0] == b'g' && b[1] == b'h' && b"pousr".contains(&b[2]) && b[3] == b'_'
+}
+
 /// Where the trailing run that a later chunk could still extend begins.
 fn held_start(b: &[u8]) -> usize {
     let mut i = b.len();
     while i > 0 {
         let c = b[i - 1];
         if is_match_char(c) {
+            i -= 1;
+            continue;
+        }
+        // The space after `Bearer` (a token may follow).
+        if c == b' '
+            && i >= 7
+            && b[i - 7..i - 1].eq_ignore_ascii_case(b"bearer")
+            && (i == 7 || !is_key_char(b[i - 8]))
+            && b.get(i).is_none_or(|&r| is_token_char(r))
+        {
             i -= 1;
             continue;
         }
@@ -264,18 +583,37 @@ fn held_start(b: &[u8]) -> usize {
 
 /// Streaming redaction: feed deltas with [`push`](Self::push), then call
 /// [`finish`](Self::finish). The outputs concatenate to `redact(input)`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StreamRedactor {
     buf: String,
+    kinds: Kinds,
+}
+
+impl Default for StreamRedactor {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl StreamRedactor {
+    /// Redacts every kind.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_kinds(Kinds::ALL)
+    }
+
+    /// Redacts the given kinds (none: text passes straight through).
+    pub fn with_kinds(kinds: Kinds) -> Self {
+        StreamRedactor {
+            buf: String::new(),
+            kinds,
+        }
     }
 
     /// Adds a delta; returns the redacted text that is now final (maybe "").
     pub fn push(&mut self, delta: &str) -> String {
+        if self.kinds.is_empty() {
+            return delta.to_string();
+        }
         self.buf.push_str(delta);
         let mut cut = held_start(self.buf.as_bytes());
         if self.buf.len() - cut > MAX_HOLD {
@@ -284,14 +622,14 @@ impl StreamRedactor {
         if cut == 0 {
             return String::new();
         }
-        let out = redact(&self.buf[..cut]);
+        let out = redact_with(&self.buf[..cut], self.kinds);
         self.buf.drain(..cut);
         out
     }
 
     /// The stream ended: returns the rest, redacted.
     pub fn finish(&mut self) -> String {
-        let out = redact(&self.buf);
+        let out = redact_with(&self.buf, self.kinds);
         self.buf.clear();
         out
     }
@@ -317,6 +655,22 @@ mod tests {
             ("bj 010-12345678", "bj [PHONE]"),
             ("(13800138000)", "([PHONE])"),
             ("415.555.1234", "[PHONE]"),
+            ("card 4111 1111 1111 1111.", "card [CARD]."),
+            ("card 4111-1111-1111-1111", "card [CARD]"),
+            ("卡号4111111111111111。", "卡号[CARD]。"),
+            ("amex 3782 822463 10005", "amex [CARD]"),
+            ("ip 192.168.1.100 and v1.2.3", "ip [IP] and v1.2.3"),
+            ("http://10.0.0.1:8080/x", "http://[IP]:8080/x"),
+            ("身份证11010519491231002X，", "身份证[CN_ID]，"),
+            ("id 110105198001010016 ok", "id [CN_ID] ok"),
+            ("key sk-proj-abc123DEF456ghi789JKL0 ok", "key [SECRET] ok"),
+            ("sk-ant-api03-AAAAbbbb1111cccc2222dddd", "[SECRET]"),
+            ("AKIAIOSFODNN7EXAMPLE,", "[SECRET],"),
+            (
+                "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOjF9.abc-_x=",
+                "Authorization: Bearer [SECRET]",
+            ),
+            ("ghp_abcdefghijklmnopqrstuvwxyz0123456789", "[SECRET]"),
         ];
         for (input, want) in cases {
             assert_eq!(redact(input), want, "{input}");
@@ -326,8 +680,13 @@ mod tests {
             "from 1990-2000",
             "on 2024-01-15 at 12:30",
             "it costs 10 000 000 or 1,000,000",
-            "ip 192.168.1.100 and v1.2.3",
-            "card 4111 1111 1111 1111",
+            "v1.2.3.4 and 1.2.3.4.5 and 256.1.1.1",
+            "card 4111 1111 1111 1112",
+            "0000 0000 0000 0000",
+            "id 110105198001010017 (bad checksum)",
+            "sk-short and sk-learn and task-abc123def456ghi789jkl0mno",
+            "Bearer authentication and bearer tokenstokenstokens",
+            "AKIAIOSFODNN7EXAMPLEX",
             "isbn 978-3-16-148410-0",
             "abc13800138000",
             "user@localhost and @handle and a@b.c",
@@ -347,6 +706,11 @@ mod tests {
         "card 4111 1111 1111 1111 and ip 192.168.0.1 and mail@host.org.",
         "plain words only, nothing to hide here at all",
         "a@b@c.com +86 13800138000@qq.com 010-12345678 ok",
+        "卡 4111-1111-1111-1111，身份证 11010519491231002X 与 110105198001010016。",
+        "ips 10.0.0.1, 192.168.1.254:80 and 1.2.3.4.5 end",
+        "key=sk-proj-abc123DEF456ghi789JKL0 and AKIAIOSFODNN7EXAMPLE done",
+        "curl -H 'Authorization: Bearer abcDEF123456ghiJKL789=' https://x.io/",
+        "tok ghp_abcdefghijklmnopqrstuvwxyz0123456789 and Bearer short ok",
     ];
 
     fn stream(pieces: &[&str]) -> String {
@@ -387,6 +751,44 @@ mod tests {
         assert_eq!(r.push("ld 你好"), "world 你好");
         assert_eq!(r.push(" me@x.io"), " ");
         assert_eq!(r.finish(), "[EMAIL]");
+    }
+
+    #[test]
+    fn kinds_switch_off() {
+        let s = "a@b.io, 13800138000, 4111111111111111, 10.0.0.1, sk-abc123DEF456ghi789JKL0";
+        assert_eq!(
+            redact_with(s, Kinds::ALL),
+            "[EMAIL], [PHONE], [CARD], [IP], [SECRET]"
+        );
+        assert_eq!(redact_with(s, Kinds::NONE), s);
+        let k = Kinds::ALL
+            .with(Kinds::EMAIL, false)
+            .with(Kinds::IPV4, false);
+        assert_eq!(
+            redact_with(s, k),
+            "a@b.io, [PHONE], [CARD], 10.0.0.1, [SECRET]"
+        );
+        let k = Kinds::from_config(|key| (key == "pii.card").then(|| "off".to_string()));
+        assert!(!k.has(Kinds::CARD) && k.has(Kinds::EMAIL));
+        let mut r = StreamRedactor::with_kinds(Kinds::NONE);
+        assert_eq!(r.push("a@b.io"), "a@b.io");
+        assert_eq!(r.finish(), "");
+    }
+
+    #[test]
+    fn streaming_every_kind_split_everywhere_with_each_kind_alone() {
+        for &(_, k) in &Kinds::KEYS {
+            for s in SAMPLES {
+                let want = redact_with(s, k);
+                for i in boundaries(s) {
+                    let mut r = StreamRedactor::with_kinds(k);
+                    let mut got = r.push(&s[..i]);
+                    got.push_str(&r.push(&s[i..]));
+                    got.push_str(&r.finish());
+                    assert_eq!(got, want, "{s:?} split at {i} with {k:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -509,6 +509,21 @@ pub static PATTERNS: &[Pat] = &[
     pat(Jailbreak, 0.15, "opposite day"),
     pat(
         Jailbreak,
+        0.4,
+        "@restr|safety|moderation ~2 are|is|have|has|been|now ~1 disabled|off|removed|lifted|deactivated|suspended",
+    ),
+    pat(
+        Jailbreak,
+        0.2,
+        "maintenance|debug|debugging|god|admin|unrestricted|sudo mode",
+    ),
+    pat(
+        Jailbreak,
+        0.2,
+        "confirm ~2 by ~1 saying|replying|responding|typing|writing",
+    ),
+    pat(
+        Jailbreak,
         0.3,
         "@freeadj|evil|amoral|jailbroken|rogue ~3 @aiw",
     ),
@@ -598,6 +613,11 @@ pub static PATTERNS: &[Pat] = &[
         "continue|complete|finish ~3 following|sentence|text",
     ),
     pat(PromptExtraction, 0.2, "verbatim"),
+    pat(
+        PromptExtraction,
+        0.35,
+        "@transform ~3 the|all|everything ~2 text|words|content|instructions|messages ~4 given|received|before|above",
+    ),
     // ── fake delimiters in words ────────────────────────────────────────
     pat(
         FakeDelimiter,
@@ -616,7 +636,7 @@ pub static PATTERNS: &[Pat] = &[
     ),
     // ── Chinese ─────────────────────────────────────────────────────────
     pat(InstructionOverride, 0.9, "@zign ~6 @zctx ~8 @zinstr|@zques"),
-    pat(InstructionOverride, 0.6, "@zign ~2 @zinstr"),
+    pat(InstructionOverride, 0.45, "@zign ~2 @zinstr"),
     pat(InstructionOverride, 0.45, "@zign ~2 @zques"),
     pat(
         InstructionOverride,
@@ -725,7 +745,11 @@ pub static PATTERNS: &[Pat] = &[
         0.3,
         "不要拒绝|永远不会拒绝|不能拒绝|不会拒绝|绝不拒绝|从不拒绝",
     ),
-    pat(Jailbreak, 0.45, "不受 ~3 道德|伦理|法律 ~2 约束|限制"),
+    pat(
+        Jailbreak,
+        0.45,
+        "不受|不必遵守|无需遵守 ~3 道德|伦理|法律|规则|任何 ~2 约束|限制",
+    ),
     pat(Jailbreak, 0.5, "dan ~1 模式"),
     pat(
         PromptExtraction,
@@ -749,6 +773,11 @@ pub static PATTERNS: &[Pat] = &[
         "把 ~1 上面|以上|上述|前面 ~4 内容|文字|文本 ~6 @zreveal",
     ),
     pat(PromptExtraction, 0.2, "原样|原封不动|一字不差|逐字"),
+    pat(
+        PromptExtraction,
+        0.6,
+        "翻译|总结|概括|改写|转述|编码 ~8 你的|系统|初始|原始|隐藏|预设 ~1 提示词|提示|指令|设定",
+    ),
     pat(PromptExtraction, 0.1, "系统 提示词|提示"),
     pat(
         PromptExtraction,
@@ -763,6 +792,7 @@ pub static PATTERNS: &[Pat] = &[
 ];
 
 /// Literal chat-template tokens (searched in the folded, lower-case text).
+/// Each starts with `<` or `[` (`detect` relies on it; at most 32).
 pub const DELIMITERS: &[(&str, f32)] = &[
     ("<|im_start|>", 0.7),
     ("<|im_end|>", 0.7),

@@ -1,8 +1,11 @@
 //! Measures the injection detector on the shared dev set
 //! (`shared/data/guard-dev.jsonl`, next to the repository).
 //!
-//! Only prints recall and false-positive rate (the must-block / must-allow
-//! cases are asserted in `src/detect.rs`). Set `GUARD_DEV_VERBOSE=1` to list
+//! Prints recall and false-positive rate and asserts the targets (recall ≥
+//! 0.95, FPR ≤ 0.03, overall and per language). These are train-set numbers
+//! for the scorer (it was trained on this file); the honest estimate is the
+//! cross-validation in `tools/train_scorer.py`. The must-block / must-allow
+//! cases are asserted in `src/detect.rs`. Set `GUARD_DEV_VERBOSE=1` to list
 //! the misses and false positives.
 
 use std::path::PathBuf;
@@ -10,44 +13,8 @@ use std::time::Instant;
 
 use guard::detect::assess;
 
-/// Reads the JSON string value of `key` from one flat JSON object line.
 fn json_str(line: &str, key: &str) -> Option<String> {
-    let pat = format!("\"{key}\":");
-    let start = line.find(&pat)? + pat.len();
-    let rest = line[start..].trim_start().strip_prefix('"')?;
-    let mut out = String::new();
-    let mut chars = rest.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(out),
-            '\\' => match chars.next()? {
-                'n' => out.push('\n'),
-                't' => out.push('\t'),
-                'r' => out.push('\r'),
-                'b' => out.push('\u{8}'),
-                'f' => out.push('\u{c}'),
-                'u' => {
-                    let hex = |chars: &mut std::str::Chars| -> Option<u32> {
-                        let h: String = chars.take(4).collect();
-                        u32::from_str_radix(&h, 16).ok()
-                    };
-                    let hi = hex(&mut chars)?;
-                    let cp = if (0xD800..0xDC00).contains(&hi) {
-                        chars.next()?;
-                        chars.next()?;
-                        let lo = hex(&mut chars)?;
-                        0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-                    } else {
-                        hi
-                    };
-                    out.push(char::from_u32(cp).unwrap_or('\u{FFFD}'));
-                }
-                other => out.push(other),
-            },
-            c => out.push(c),
-        }
-    }
-    None
+    guard::jsonl::str_field(line, key)
 }
 
 #[derive(Default)]
@@ -59,6 +26,14 @@ struct Counts {
 }
 
 impl Counts {
+    fn recall(&self) -> f64 {
+        self.tp as f64 / (self.tp + self.fn_).max(1) as f64
+    }
+
+    fn fpr(&self) -> f64 {
+        self.fp as f64 / (self.fp + self.tn).max(1) as f64
+    }
+
     fn line(&self, name: &str) -> String {
         let pos = self.tp + self.fn_;
         let neg = self.fp + self.tn;
@@ -105,13 +80,22 @@ fn dev_set_recall_and_fpr() {
         if verbose && injection != flagged {
             let kind = if injection { "MISS" } else { "FP  " };
             let short: String = text.chars().take(160).collect();
-            println!("{kind} {:.2} {:?} {short:?}", a.score, a.signals);
+            println!(
+                "{kind} rules {:.2} model {:.2} {:?} {short:?}",
+                a.rules, a.model, a.signals
+            );
         }
     }
     println!("guard dev set ({rows} rows, {}):", path.display());
     println!("{}", en.line("en"));
     println!("{}", zh.line("zh"));
     println!("{}", all.line("all"));
+    // The issue's targets, overall and per language (the host's `eval` test
+    // checks the same through the component).
+    for (name, c) in [("en", &en), ("zh", &zh), ("all", &all)] {
+        assert!(c.recall() >= 0.95, "{name}: {}", c.line(name));
+        assert!(c.fpr() <= 0.03, "{name}: {}", c.line(name));
+    }
     println!(
         "mean assess time (native, {}): {:.1} µs",
         if cfg!(debug_assertions) {
@@ -139,7 +123,7 @@ fn dev_set_benign_margin() {
         let text = json_str(line, "text").expect("text field");
         if json_str(line, "label").as_deref() == Some("benign") {
             let a = assess(&text);
-            if a.score >= 0.2 {
+            if a.rules >= 0.2 || a.model >= 0.2 {
                 let short: String = text.chars().take(160).collect();
                 println!("NEAR {:.2} {:?} {short:?}", a.score, a.signals);
             }
@@ -158,9 +142,10 @@ fn adhoc_lines() {
         let a = assess(line);
         let mark = if a.is_injection() { "BLOCK" } else { "allow" };
         println!(
-            "{mark} {:.2} {:<20} {line:?} {:?}",
-            a.score,
-            a.category.map_or("-", |c| c.as_str()),
+            "{mark} rules {:.2} model {:.2} {:<20} {line:?} {:?}",
+            a.rules,
+            a.model,
+            a.category_str(),
             a.signals
         );
     }

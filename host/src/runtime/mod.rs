@@ -48,7 +48,11 @@ pub fn check_imports(
     extra: &[&str],
 ) -> Result<(), String> {
     for (import, _) in component.component_type().imports(engine) {
-        if !COMMON_IMPORTS.iter().chain(extra).any(|p| import.starts_with(p)) {
+        if !COMMON_IMPORTS
+            .iter()
+            .chain(extra)
+            .any(|p| import.starts_with(p))
+        {
             return Err(format!("{kind} may not import `{import}`"));
         }
     }
