@@ -306,3 +306,18 @@ pub fn loadavg1() -> f64 {
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Waits (at most `limit`) until the processes in `pids` together use less
+/// than 5% of a core over 250 ms: a slow peer may still be working on
+/// streams a phase cut, and must not steal CPU from the next phase.
+pub async fn settle(pids: &[u32], limit: std::time::Duration) {
+    let deadline = Instant::now() + limit;
+    let total = || pids.iter().map(|&p| tree_cpu_seconds(p)).sum::<f64>();
+    while Instant::now() < deadline {
+        let c0 = total();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if total() - c0 < 0.05 * 0.25 {
+            return;
+        }
+    }
+}

@@ -121,7 +121,10 @@ pub fn render(results: &Value) -> String {
          so the figures are noisy and CPU-bound figures are pessimistic. Binaries: `{}`. \
          Each scenario below names its run (date, commit, command). Every figure is a delta or a ratio \
          against the direct path (load generator → vllm-sim) measured in the same run, the paths \
-         interleaved request by request or phase by phase. Raw numbers: `target/bench/results.json`.\n",
+         interleaved request by request or phase by phase. Raw numbers: `target/bench/results.json`. \
+         To measure again: `make bench` (every scenario), then `make bench-peers` (the TTFT and relay scenarios \
+         again, with LiteLLM's proxy as a third path); `wasmgate-bench --render-only` rewrites this block from the \
+         JSON.\n",
         m["cpu"].as_str().unwrap_or("?"),
         m["cores"],
         m["memory_gib"],
@@ -314,9 +317,12 @@ fn ttft(o: &mut String, s: &Value) {
          (the role chunk, which no filter holds).\n",
         s["sim"].as_str().unwrap_or(""),
         if peer {
-            "; LiteLLM's proxy with one worker"
+            format!(
+                "; LiteLLM's proxy {} (`litellm --num_workers 1`, from PyPI)",
+                s["run"]["litellm"].as_str().unwrap_or("")
+            )
         } else {
-            ""
+            String::new()
         },
         levels
             .first()
@@ -395,7 +401,8 @@ fn relay(o: &mut String, s: &Value) {
     let _ = writeln!(
         o,
         "vllm-sim `{}` ({}-token answers, no inter-token delay), {} concurrent streams, closed loop. \
-         Each path gets a {} s window (after {} s of warm-up) per round, {} rounds, paths alternating; \
+         Each path gets a {} s window per round (after at least {} s of warm-up and until every stream flows; \
+         the next phase starts once the path and vllm-sim are idle again), {} rounds, paths alternating; \
          tokens are the content bytes received by the load generator in the window divided by the path's bytes per \
          token (from a whole warm-up answer and its `usage`; a filter that holds text back merges chunks, so chunks \
          are not tokens). CPU from `/proc/PID/stat` over the same windows.\n",
@@ -410,8 +417,28 @@ fn relay(o: &mut String, s: &Value) {
         o,
         "| path | tokens/s | × direct (per-round min – max) | path CPU-s per M tokens | path CPU | vllm-sim CPU-s per M tokens | load generator CPU-s per M tokens | failed streams |\n|---|---|---|---|---|---|---|---|"
     );
+    let rates = |r: &Value| -> Vec<f64> {
+        r["tokens_per_s_by_round"]
+            .as_array()
+            .map(|v| v.iter().map(f).collect())
+            .unwrap_or_default()
+    };
+    let direct_row = find(&s["targets"], "direct")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let direct_rates = rates(&direct_row);
     for r in s["targets"].as_array().into_iter().flatten() {
         let direct = r.get("ratio_to_direct").is_none();
+        // Ratios from the stored rates (the rounded stored ratio of a very
+        // slow peer would say nothing).
+        let ratio = f(&r["tokens_per_s"]) / f(&direct_row["tokens_per_s"]);
+        let by_round: Vec<f64> = rates(r)
+            .iter()
+            .zip(&direct_rates)
+            .map(|(a, b)| a / b)
+            .collect();
+        let lo = by_round.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = by_round.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let _ = writeln!(
             o,
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -420,11 +447,13 @@ fn relay(o: &mut String, s: &Value) {
             if direct {
                 "1".into()
             } else {
+                // Small ratios (a slow peer) need more digits to say anything.
+                let d = if ratio < 0.1 { 4 } else { 2 };
                 format!(
                     "{} ({} – {})",
-                    num(&r["ratio_to_direct"], 2),
-                    num(&r["ratio_by_round"]["min"], 2),
-                    num(&r["ratio_by_round"]["max"], 2)
+                    num(&json!(ratio), d),
+                    num(&json!(lo), d),
+                    num(&json!(hi), d)
                 )
             },
             if direct {
@@ -637,9 +666,20 @@ fn start(o: &mut String, s: &Value) {
             g["p99_us_by_run"]
         );
     }
+    let long = &s["default_guard_553_char_prompt"];
+    if long.is_object() {
+        let _ = writeln!(
+            o,
+            "| guard, the 553-character prompt of the guard-overhead scenario | {} | {} | | |",
+            num(&long["p50_us"], 0),
+            num(&long["p99_us"], 0)
+        );
+    }
     let _ = writeln!(
         o,
         "\nBounds: no HTTP and no other load in the process, but the machine's other processes share its 2 cores. \
+         The mixed set is mostly short prompts; `check-input` work grows with the text (see the 553-character row, \
+         and \"Default guard latency\" below for 1 KB prompts). \
          `banned-words` is the floor of a fresh instance of a small Rust guard (WASI adapter included); the \
          difference to the default guard is what its `check-input` does per call.\n"
     );

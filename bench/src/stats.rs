@@ -71,8 +71,12 @@ pub fn round(x: f64) -> Value {
     }
     let r = if x.abs() >= 100.0 {
         (x * 10.0).round() / 10.0
-    } else {
+    } else if x.abs() >= 0.1 || x == 0.0 {
         (x * 1000.0).round() / 1000.0
+    } else {
+        // Small values keep 3 significant digits.
+        let scale = 10f64.powi(2 - x.abs().log10().floor() as i32);
+        (x * scale).round() / scale
     };
     json!(r)
 }
@@ -92,5 +96,8 @@ mod tests {
         assert_eq!(Summary::of(&[7.0]).p99, 7.0);
         assert!(Summary::of(&[]).p50.is_nan());
         assert_eq!(noise_floor(&[1.0, 1.0, 1.0, 1.0]), (0.0, 0.0));
+        assert_eq!(round(0.000_886_4), json!(0.000_886));
+        assert_eq!(round(12.345_67), json!(12.346));
+        assert_eq!(round(1234.56), json!(1234.6));
     }
 }

@@ -13,7 +13,7 @@ use super::run_info;
 use crate::ctx::{Ctx, GuardSpec};
 use crate::http::{Counters, Target};
 use crate::load::{Load, Until, chat_body};
-use crate::procs::{cpu_seconds, self_cpu_seconds, target_cpu};
+use crate::procs::{cpu_seconds, self_cpu_seconds, settle, target_cpu};
 use crate::stats::{Summary, round};
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Value> {
@@ -93,6 +93,13 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Value> {
             load.timeout = Duration::from_secs(300);
             let mut set = load.spawn();
             tokio::time::sleep(Duration::from_secs_f64(warm)).await;
+            // A slow path (LiteLLM) needs longer before every stream flows.
+            let ramp = Instant::now();
+            while (counters.first.load(Ordering::Relaxed) as usize) < workers
+                && ramp.elapsed() < Duration::from_secs(60)
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             let n0 = counters.bytes.load(Ordering::Relaxed);
             let (c0, s0, m0, w0) = (
                 target_cpu(&targets[t]),
@@ -117,6 +124,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Value> {
                 }
             }
             tokio::time::sleep(Duration::from_millis(if ctx.smoke { 50 } else { 500 })).await;
+            let mut busy = vec![sim.pid];
+            busy.extend(targets[t].pid);
+            settle(&busy, Duration::from_secs(if ctx.smoke { 2 } else { 60 })).await;
         }
     }
     let total = |t: usize| tok[t].iter().sum::<f64>();
@@ -154,6 +164,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Value> {
         "tokens_per_answer": tokens,
         "window_s": window,
         "warm_s": warm,
+        "warm_rule": "at least warm_s, and until every stream has its first token (at most 60 s); after each window, until the path and vllm-sim are idle (at most 60 s)",
         "rounds": rounds,
         "calibration": calibration,
         "targets": rows,

@@ -54,12 +54,25 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Value> {
     std::fs::create_dir_all(&dir)?;
     let data = dir.join("rows.jsonl");
     std::fs::write(&data, rows(n))?;
+    // The guard-overhead scenario's 553-character prompt: check-input work
+    // grows with the text.
+    let long = dir.join("prompt-rows.jsonl");
+    std::fs::write(
+        &long,
+        (0..n)
+            .map(|i| {
+                json!({"text": format!("{PROMPT} (#{i})"), "label": "benign"}).to_string() + "\n"
+            })
+            .collect::<String>(),
+    )?;
     let mut out = Vec::new();
     for (stem, name) in [("guard", "guard"), ("banned_words", "banned-words")] {
         let file = dir.join(format!("{name}.wasm"));
         std::fs::copy(ctx.component(stem)?, &file)?;
         out.push((name, file, Vec::new(), Vec::new()));
     }
+    let mut long_p50 = Vec::new();
+    let mut long_p99 = Vec::new();
     // Alternate the two guards, a few runs each, and keep every run's
     // percentiles: the spread between runs is the noise.
     for _ in 0..repeats {
@@ -68,6 +81,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Value> {
             p50.push(v["p50_us"].as_f64().unwrap_or(f64::NAN));
             p99.push(v["p99_us"].as_f64().unwrap_or(f64::NAN));
         }
+        let v = eval(ctx, &out[0].1, &long)?;
+        long_p50.push(v["p50_us"].as_f64().unwrap_or(f64::NAN));
+        long_p99.push(v["p99_us"].as_f64().unwrap_or(f64::NAN));
     }
     let guards: Vec<Value> = out
         .iter()
@@ -88,5 +104,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Value> {
         "runs": repeats,
         "method": "wasmgate eval --json: fresh Store + instantiate (pooling allocator) + check-input, sequential, one process; p50/p99 are the medians over runs",
         "guards": guards,
+        "default_guard_553_char_prompt": {
+            "p50_us": round(Summary::of(&long_p50).p50),
+            "p99_us": round(Summary::of(&long_p99).p50),
+        },
     }))
 }

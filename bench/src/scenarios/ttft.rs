@@ -10,7 +10,7 @@ use super::run_info;
 use crate::ctx::{Ctx, GuardSpec};
 use crate::http::Target;
 use crate::load::{Load, Until, chat_body, first_errors, ms};
-use crate::procs::{cpu_seconds, target_cpu};
+use crate::procs::{cpu_seconds, settle, target_cpu};
 use crate::stats::{Summary, noise_floor, round};
 
 /// (concurrency, requests per worker per phase, max_tokens)
@@ -125,6 +125,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Value> {
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(if ctx.smoke { 20 } else { 300 })).await;
+                let mut busy = vec![sim.pid];
+                busy.extend(targets[t].pid);
+                settle(&busy, Duration::from_secs(if ctx.smoke { 2 } else { 30 })).await;
             }
         }
         let direct = Summary::of(&ttft[0]);
