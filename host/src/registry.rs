@@ -125,6 +125,10 @@ pub struct Registry {
     /// Set once the first scan finished.
     ready: std::sync::atomic::AtomicBool,
     events: broadcast::Sender<ReloadEvent>,
+    /// Size and mtime of every file at the last scan. inotify also reports
+    /// the scan's own reads (IN_OPEN), so an unchanged folder must not be
+    /// read again, or each scan would trigger the next.
+    fingerprint: std::sync::Mutex<Vec<(PathBuf, u64, Option<SystemTime>)>>,
 }
 
 impl Registry {
@@ -145,6 +149,7 @@ impl Registry {
             scan: Mutex::new(BTreeMap::new()),
             ready: false.into(),
             events: broadcast::channel(256).0,
+            fingerprint: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -180,6 +185,15 @@ impl Registry {
     /// fails keeps its previous version serving; a deleted file is unloaded.
     pub async fn sync(&self) {
         let mut statuses = self.scan.lock().await;
+        let now = self.fingerprint_now();
+        if self.is_ready()
+            && let Ok(mut last) = self.fingerprint.lock()
+        {
+            if *last == now {
+                return;
+            }
+            *last = now;
+        }
         let old = self.current();
         let all_guards = self.scan_kind(&old.all_guards, &mut statuses).await;
         let agents = self.scan_kind(&old.agents, &mut statuses).await;
@@ -204,6 +218,23 @@ impl Registry {
             agents,
         }));
         self.ready.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// `stat` of every file in the component folders (no file is opened).
+    fn fingerprint_now(&self) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+        let mut out = Vec::new();
+        for dir in [self.guards_dir(), self.agents_dir()] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if let Ok(m) = e.metadata() {
+                    out.push((e.path(), m.len(), m.modified().ok()));
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     fn info_metric<K: Kind>(&self, c: &K, name: &str) {
