@@ -1,0 +1,1 @@
+//! A borrowed view of one streamed chunk (placeholder; filled in next).

@@ -1,0 +1,1 @@
+//! Incremental decoding of server-sent events (placeholder; filled in next).
