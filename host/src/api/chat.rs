@@ -20,6 +20,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::limits::{Permit, Refusal};
 use tokio::sync::OwnedSemaphorePermit;
+use wasmgate_protocol::chunk::Usage;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -285,18 +286,28 @@ pub fn block_json(b: &OutputBlock) -> Value {
     })
 }
 
-/// Counts tokens from an upstream `usage` object; returns the total.
+/// Counts tokens from the `usage` object of an upstream answer; returns the total.
 pub fn record_usage(app: &AppState, v: &Value) -> Option<u64> {
     let usage = v.get("usage").filter(|u| u.is_object())?;
-    let mut total = 0;
-    for (field, label) in [
-        ("prompt_tokens", "prompt"),
-        ("completion_tokens", "completion"),
-    ] {
-        if let Some(n) = usage.get(field).and_then(Value::as_u64) {
-            app.metrics.tokens.with_label_values(&[label]).inc_by(n);
-            total += n;
-        }
-    }
-    Some(total)
+    let field = |name: &str| usage.get(name).and_then(Value::as_u64).unwrap_or(0);
+    Some(count_usage(
+        app,
+        Usage {
+            prompt_tokens: field("prompt_tokens"),
+            completion_tokens: field("completion_tokens"),
+            total_tokens: field("total_tokens"),
+        },
+    ))
+}
+
+/// Counts an upstream's token usage in the metrics; returns prompt + completion.
+pub fn count_usage(app: &AppState, usage: Usage) -> u64 {
+    let tokens = &app.metrics.tokens;
+    tokens
+        .with_label_values(&["prompt"])
+        .inc_by(usage.prompt_tokens);
+    tokens
+        .with_label_values(&["completion"])
+        .inc_by(usage.completion_tokens);
+    usage.prompt_tokens + usage.completion_tokens
 }

@@ -15,14 +15,15 @@ use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
-use eventsource_stream::Eventsource;
 use futures_util::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use wasmgate_protocol::chunk::{Chunk, replace_content};
+use wasmgate_protocol::sse::Decoder;
 
 use super::AppState;
-use super::chat::{block_json, record_usage};
+use super::chat::{block_json, count_usage};
 use super::filters::{FilterChain, OutputBlock};
 use super::request::ParsedChat;
 use crate::registry::ComponentSet;
@@ -31,6 +32,10 @@ use crate::registry::ComponentSet;
 const CHANNEL_DEPTH: usize = 32;
 /// Largest frame the relay builds from chunks that were ready together.
 const FLUSH_BYTES: usize = 32 * 1024;
+/// Upstream bytes read before the events in them are handled: what arrived
+/// together is decoded and filtered together (one filter call per run of
+/// text chunks rather than one per token).
+const GATHER_BYTES: usize = 64 * 1024;
 
 pub fn relay(
     app: Arc<AppState>,
@@ -42,8 +47,12 @@ pub fn relay(
     admitted: super::chat::Admitted,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(CHANNEL_DEPTH);
+    let ttft = app.metrics.ttft.with_label_values(&["upstream"]);
+    let inter_token = app.metrics.inter_token.with_label_values(&["upstream"]);
     let relay = Relay {
         inflight: Inflight::new(&app),
+        ttft,
+        inter_token,
         app,
         set,
         req,
@@ -88,6 +97,21 @@ enum Stop {
     Blocked,
 }
 
+/// Whether the upstream stream goes on after the events handled so far.
+enum Flow {
+    More,
+    Done,
+}
+
+/// Plain text chunks of one choice that arrived together: filtered as one
+/// text, then forwarded as they came (the filters changed nothing) or as one
+/// chunk carrying the filtered text.
+struct Run {
+    index: u64,
+    text: String,
+    events: Vec<Bytes>,
+}
+
 struct Relay {
     app: Arc<AppState>,
     set: Arc<ComponentSet>,
@@ -98,6 +122,8 @@ struct Relay {
     filtered: bool,
     started: Instant,
     last_content: Option<Instant>,
+    ttft: prometheus::Histogram,
+    inter_token: prometheus::Histogram,
     inflight: Inflight,
     admitted: super::chat::Admitted,
     /// Keeps the upstream's in-flight count while the stream is read.
@@ -110,73 +136,93 @@ struct Relay {
 
 impl Relay {
     async fn run(mut self, upstream: reqwest::Response) {
-        let mut events = upstream.bytes_stream().eventsource();
+        let mut body = upstream.bytes_stream();
+        let mut decoder = Decoder::new();
         let timeouts = self.app.upstream.timeouts();
-        let mut got_chunk = false;
+        let mut seen_event = false;
         let mut closing = self.app.closing.clone();
-        let outcome = loop {
-            let wait = if got_chunk {
-                timeouts.idle
-            } else {
-                timeouts.first_token
-            };
-            // Take what the upstream has ready without waiting; flush and
-            // wait only when nothing is.
-            let ready = if self.out.len() < FLUSH_BYTES {
-                events.next().now_or_never()
-            } else {
-                None
-            };
-            let next = if let Some(ev) = ready {
-                ev
-            } else {
-                if self.flush().await.is_err() {
-                    break Err(Stop::ClientGone);
-                }
-                tokio::select! {
-                ev = tokio::time::timeout(wait, events.next()) => match ev {
-                    Ok(ev) => ev,
-                    Err(_) => {
-                        self.app.metrics.upstream_errors.with_label_values(&["timeout"]).inc();
-                        let what = if got_chunk { "between two tokens" } else { "before the first token" };
-                        self.upstream_failed(&format!(
-                            "The upstream stalled {what} for more than {} ms.",
-                            wait.as_millis()
-                        ))
-                        .await;
-                        break Ok(());
+        let outcome = 'relay: loop {
+            // Take everything the upstream has ready without waiting; flush
+            // and wait only when nothing is.
+            let mut gathered = 0;
+            loop {
+                let ready = if gathered > 0 || self.out.len() < FLUSH_BYTES {
+                    body.next().now_or_never()
+                } else {
+                    None
+                };
+                let next = match ready {
+                    Some(next) => next,
+                    None if gathered > 0 => break,
+                    None => {
+                        if self.flush().await.is_err() {
+                            break 'relay Err(Stop::ClientGone);
+                        }
+                        let wait = if seen_event {
+                            timeouts.idle
+                        } else {
+                            timeouts.first_token
+                        };
+                        tokio::select! {
+                        next = tokio::time::timeout(wait, body.next()) => match next {
+                            Ok(next) => next,
+                            Err(_) => {
+                                self.app.metrics.upstream_errors.with_label_values(&["timeout"]).inc();
+                                let what = if seen_event { "between two tokens" } else { "before the first token" };
+                                self.upstream_failed(&format!(
+                                    "The upstream stalled {what} for more than {} ms.",
+                                    wait.as_millis()
+                                ))
+                                .await;
+                                break 'relay Ok(());
+                            }
+                        },
+                        () = self.tx.closed() => break 'relay Err(Stop::ClientGone),
+                        Ok(()) = closing.changed() => {
+                            self.upstream_failed("The gateway is shutting down; the answer was cut.").await;
+                            break 'relay Ok(());
+                        }
+                        }
                     }
-                },
-                () = self.tx.closed() => break Err(Stop::ClientGone),
-                Ok(()) = closing.changed() => {
-                    self.upstream_failed("The gateway is shutting down; the answer was cut.").await;
-                    break Ok(());
-                }
-                }
-            };
-            got_chunk = true;
-            match next {
-                Some(Ok(ev)) if ev.data == "[DONE]" => break Ok(()),
-                Some(Ok(ev)) => {
-                    if let Err(stop) = self.on_event(&ev.data).await {
-                        break Err(stop);
+                };
+                match next {
+                    Some(Ok(bytes)) => {
+                        decoder.feed(&bytes);
+                        gathered += bytes.len();
+                        if gathered >= GATHER_BYTES {
+                            break;
+                        }
                     }
-                }
-                Some(Err(e)) => {
-                    self.upstream_failed(&format!("The upstream stream failed: {e}"))
-                        .await;
-                    break Ok(());
-                }
-                None => {
-                    self.upstream_failed("The upstream closed the stream before it finished.")
-                        .await;
-                    break Ok(());
+                    Some(Err(e)) => {
+                        if let Err(stop) = self.drain(&mut decoder, &mut seen_event).await {
+                            break 'relay Err(stop);
+                        }
+                        self.upstream_failed(&format!("The upstream stream failed: {e}"))
+                            .await;
+                        break 'relay Ok(());
+                    }
+                    None => {
+                        let flow = self.drain(&mut decoder, &mut seen_event).await;
+                        match flow {
+                            Ok(Flow::Done) => break 'relay Ok(()),
+                            Err(stop) => break 'relay Err(stop),
+                            Ok(Flow::More) => {}
+                        }
+                        self.upstream_failed("The upstream closed the stream before it finished.")
+                            .await;
+                        break 'relay Ok(());
+                    }
                 }
             }
+            match self.drain(&mut decoder, &mut seen_event).await {
+                Ok(Flow::More) => {}
+                Ok(Flow::Done) => break Ok(()),
+                Err(stop) => break Err(stop),
+            }
         };
-        // Dropping `events` here closes the upstream connection: the upstream
+        // Dropping `body` here closes the upstream connection: the upstream
         // aborts the request if it was still generating.
-        drop(events);
+        drop(body);
         tracing::info!(
             target: "wasmgate::request",
             request_id = %self.req.guard_view.request_id,
@@ -187,7 +233,7 @@ impl Relay {
         );
         match outcome {
             Ok(()) => {
-                let _ = self.send_raw(Bytes::from_static(b"data: [DONE]\n\n")).await;
+                let _ = self.send_raw(b"data: [DONE]\n\n").await;
                 let _ = self.flush().await;
             }
             Err(Stop::ClientGone) => {
@@ -205,32 +251,146 @@ impl Relay {
         let _ = &self.inflight;
     }
 
-    async fn on_event(&mut self, data: &str) -> Result<(), Stop> {
-        let mut chunk: Value = match serde_json::from_str(data) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(error = %e, "skipping a malformed upstream event");
+    /// Handles every complete event the decoder holds.
+    async fn drain(&mut self, decoder: &mut Decoder, seen_event: &mut bool) -> Result<Flow, Stop> {
+        let mut run: Option<Run> = None;
+        loop {
+            let event = match decoder.next_event() {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(e) => {
+                    self.flush_run(run.take()).await?;
+                    self.upstream_failed(&format!("The upstream stream failed: {e}"))
+                        .await;
+                    return Ok(Flow::Done);
+                }
+            };
+            *seen_event = true;
+            if event.is_done() {
+                self.flush_run(run.take()).await?;
+                return Ok(Flow::Done);
+            }
+            let data = event.data;
+            let chunk = match Chunk::parse(&data) {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping a malformed upstream event");
+                    self.app
+                        .metrics
+                        .upstream_errors
+                        .with_label_values(&["protocol"])
+                        .inc();
+                    continue;
+                }
+            };
+            if let Some(usage) = chunk.usage {
+                self.admitted.settle(count_usage(&self.app, usage));
+            }
+            if chunk.is_error {
+                // vLLM reports errors inside a 200 stream, then sends [DONE].
+                self.flush_run(run.take()).await?;
                 self.app
                     .metrics
                     .upstream_errors
-                    .with_label_values(&["protocol"])
+                    .with_label_values(&["stream"])
                     .inc();
-                return Ok(());
+                self.flush_all().await?;
+                self.send_event(&data).await?;
+                continue;
+            }
+            if let Some(choice) = chunk.plain_content() {
+                let text = choice.content().unwrap_or_default();
+                if !self.filtered {
+                    if !text.is_empty() {
+                        self.observe_token();
+                    }
+                    self.send_event(&data).await?;
+                    continue;
+                }
+                let index = choice.index;
+                match &mut run {
+                    Some(r) if r.index == index => {
+                        r.text.push_str(&text);
+                        r.events.push(data.clone());
+                    }
+                    _ => {
+                        let text = text.into_owned();
+                        self.flush_run(run.take()).await?;
+                        run = Some(Run {
+                            index,
+                            text,
+                            events: vec![data.clone()],
+                        });
+                    }
+                }
+                continue;
+            }
+            self.flush_run(run.take()).await?;
+            let has_text = chunk
+                .choices
+                .iter()
+                .any(|c| c.content().is_some_and(|t| !t.is_empty()));
+            if !self.filtered && (chunk.usage.is_none() || self.req.include_usage) {
+                // Nothing to change: forward as the upstream wrote it.
+                if has_text {
+                    self.observe_token();
+                }
+                self.send_event(&data).await?;
+                continue;
+            }
+            match serde_json::from_slice::<Value>(&data) {
+                Ok(value) => self.on_event(value).await?,
+                Err(e) => tracing::warn!(error = %e, "skipping a malformed upstream event"),
+            }
+        }
+        self.flush_run(run).await?;
+        Ok(Flow::More)
+    }
+
+    /// Filters a run of plain text chunks as one text.
+    async fn flush_run(&mut self, run: Option<Run>) -> Result<(), Stop> {
+        let Some(run) = run else {
+            return Ok(());
+        };
+        let out = match self.filter(run.index, run.text.clone(), false).await {
+            Ok(out) => out,
+            Err(block) => {
+                let template = run
+                    .events
+                    .first()
+                    .and_then(|e| serde_json::from_slice::<Value>(e).ok())
+                    .unwrap_or(Value::Null);
+                return self.blocked(&template, run.index, block).await;
             }
         };
-        if chunk.get("error").is_some() {
-            // vLLM reports errors inside a 200 stream, then sends [DONE].
-            self.app
-                .metrics
-                .upstream_errors
-                .with_label_values(&["stream"])
-                .inc();
-            self.flush_all().await?;
-            return self.send_json(&chunk).await;
+        if out == run.text {
+            for event in &run.events {
+                self.observe_token();
+                self.send_event(event).await?;
+            }
+        } else if !out.is_empty() {
+            let Some(first) = run.events.first() else {
+                return Ok(());
+            };
+            let edited = Chunk::parse(first).ok().and_then(|chunk| {
+                let span = chunk.content_span(chunk.plain_content()?)?;
+                Some(replace_content(first, span, &out))
+            });
+            match edited {
+                Some(edited) => self.send_event(&edited).await?,
+                None => {
+                    let chunk = self.content_chunk(run.index, &out);
+                    self.send_json(&chunk).await?;
+                }
+            }
+            self.observe_token();
         }
-        if let Some(tokens) = record_usage(&self.app, &chunk) {
-            self.admitted.settle(tokens);
-        }
+        Ok(())
+    }
+
+    /// A chunk that is not plain text (role, finish, usage, tool calls…):
+    /// edited as a JSON value.
+    async fn on_event(&mut self, mut chunk: Value) -> Result<(), Stop> {
         if !self.req.include_usage
             && let Value::Object(obj) = &mut chunk
         {
@@ -367,8 +527,7 @@ impl Relay {
         }]);
         chunk["wasmgate"] = json!({ "blocked": block_json(&block) });
         self.send_json(&chunk).await?;
-        self.send_raw(Bytes::from_static(b"data: [DONE]\n\n"))
-            .await?;
+        self.send_raw(b"data: [DONE]\n\n").await?;
         Err(Stop::Blocked)
     }
 
@@ -427,16 +586,9 @@ impl Relay {
 
     fn observe_token(&mut self) {
         let now = Instant::now();
-        let metrics = &self.app.metrics;
         match self.last_content {
-            None => metrics
-                .ttft
-                .with_label_values(&["upstream"])
-                .observe((now - self.started).as_secs_f64()),
-            Some(prev) => metrics
-                .inter_token
-                .with_label_values(&["upstream"])
-                .observe((now - prev).as_secs_f64()),
+            None => self.ttft.observe((now - self.started).as_secs_f64()),
+            Some(prev) => self.inter_token.observe((now - prev).as_secs_f64()),
         }
         self.last_content = Some(now);
     }
@@ -448,12 +600,20 @@ impl Relay {
             return Ok(());
         }
         line.extend_from_slice(b"\n\n");
-        self.send_raw(Bytes::from(line)).await
+        self.send_raw(&line).await
+    }
+
+    /// Queues one event (`data: …`) for the client.
+    async fn send_event(&mut self, data: &[u8]) -> Result<(), Stop> {
+        self.out.reserve(data.len() + 8);
+        self.out.extend_from_slice(b"data: ");
+        self.out.extend_from_slice(data);
+        self.send_raw(b"\n\n").await
     }
 
     /// Queues bytes for the client; `flush` writes them.
-    async fn send_raw(&mut self, b: Bytes) -> Result<(), Stop> {
-        self.out.extend_from_slice(&b);
+    async fn send_raw(&mut self, b: &[u8]) -> Result<(), Stop> {
+        self.out.extend_from_slice(b);
         if self.out.len() >= FLUSH_BYTES {
             self.flush().await?;
         }
