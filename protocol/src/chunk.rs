@@ -75,7 +75,9 @@ impl<'a> Chunk<'a> {
                 && !self.extra_fields
                 && c.finish_reason.is_none()
                 && !c.has_other_fields
-                && c.content.is_some_and(|r| r.get().starts_with('"')) =>
+                // Text that does not decode (a lone surrogate escape) must
+                // not pass as plain: the filters would never see it.
+                && c.content().is_some() =>
             {
                 Some(c)
             }
@@ -331,6 +333,7 @@ mod tests {
             r#"{"choices":[{"index":0,"delta":{"content":"a"}},{"index":1,"delta":{"content":"b"}}]}"#,
             r#"{"choices":[{"index":0,"delta":{"content":null}}]}"#,
             r#"{"choices":[{"index":0,"delta":{"content":7}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"\ud800 a@b.io"}}]}"#,
         ] {
             let c = Chunk::parse(json.as_bytes()).unwrap();
             assert!(c.plain_content().is_none(), "{json}");

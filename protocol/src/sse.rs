@@ -111,6 +111,10 @@ impl Decoder {
                 }
                 return Ok(None);
             };
+            if end + self.data.len() > self.max_event {
+                // The same limit whether the line came in one read or many.
+                return Err(DecodeError::TooLarge(self.max_event));
+            }
             let line = self.buf.split_to(end);
             let terminator = self.buf[0];
             self.buf.advance(1);
@@ -211,6 +215,9 @@ mod tests {
     fn oversized_events_and_lines_are_refused() {
         let mut d = Decoder::with_limit(16);
         d.feed(b"data: 0123456789abcdef\n\n");
+        assert_eq!(d.next_event(), Err(DecodeError::TooLarge(16)));
+        let mut d = Decoder::with_limit(16);
+        d.feed(b": a comment longer than the limit\n\n"); // whole, in one read
         assert_eq!(d.next_event(), Err(DecodeError::TooLarge(16)));
         let mut d = Decoder::with_limit(16);
         d.feed(&[b'x'; 64]); // no line end at all
