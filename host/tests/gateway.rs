@@ -595,3 +595,39 @@ fn a_model_that_leaks_its_system_prompt_is_cut_by_the_canary() {
         "the canary never reaches the client"
     );
 }
+
+/// Without a filter in the way the relay forwards vLLM's events byte for
+/// byte: same ids, key order, nulls and spacing as the upstream wrote them.
+#[test]
+fn unfiltered_streams_are_forwarded_byte_for_byte() {
+    let sim = sim(&[]);
+    let comps = Components::new();
+    let gate = gate(&format!("{}/v1", sim.url), &comps, &[]);
+    let mut body = chat_body(
+        "Relay me exactly, with \"quotes\", 中文 and a \\ backslash.",
+        true,
+    );
+    body["stream_options"] = json!({ "include_usage": true });
+    let fetch = |base: &str| {
+        client()
+            .post(format!("{base}/v1/chat/completions"))
+            .header("x-request-id", "byte-for-byte-1")
+            .json(&body)
+            .send()
+            .expect("request")
+            .text()
+            .expect("body")
+    };
+    // `created` is the upstream's clock in seconds: compare without it.
+    let created = |s: &str| {
+        s.split("\"created\":")
+            .map(|part| part.trim_start_matches(|c: char| c.is_ascii_digit()))
+            .collect::<Vec<_>>()
+            .join("\"created\":")
+    };
+    let direct = fetch(&sim.url);
+    let via_gate = fetch(&gate.url);
+    assert!(direct.contains("chatcmpl-byte-for-byte-1"), "{direct}");
+    assert!(direct.matches("data: ").count() > 10, "{direct}");
+    assert_eq!(created(&via_gate), created(&direct));
+}

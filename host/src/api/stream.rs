@@ -36,6 +36,9 @@ const FLUSH_BYTES: usize = 32 * 1024;
 /// together is decoded and filtered together (one filter call per run of
 /// text chunks rather than one per token).
 const GATHER_BYTES: usize = 64 * 1024;
+/// Scheduler rounds a stream waits for more tokens before it writes what it
+/// has (never before its first token).
+const MAX_YIELDS: u32 = 8;
 
 pub fn relay(
     app: Arc<AppState>,
@@ -63,6 +66,7 @@ pub fn relay(
         last_content: None,
         admitted,
         _target: target,
+        pending: None,
         out: Vec::new(),
     };
     tokio::spawn(relay.run(upstream));
@@ -126,6 +130,8 @@ struct Relay {
     inter_token: prometheus::Histogram,
     inflight: Inflight,
     admitted: super::chat::Admitted,
+    /// Text chunks read and not yet filtered (see [`Run`]).
+    pending: Option<Run>,
     /// Keeps the upstream's in-flight count while the stream is read.
     _target: crate::upstream::TargetGuard,
     /// Chunks ready for the client, written as one frame when the upstream
@@ -140,6 +146,7 @@ impl Relay {
         let mut decoder = Decoder::new();
         let timeouts = self.app.upstream.timeouts();
         let mut seen_event = false;
+        let mut yields = 0;
         let mut closing = self.app.closing.clone();
         let outcome = 'relay: loop {
             // Take everything the upstream has ready without waiting; flush
@@ -154,7 +161,25 @@ impl Relay {
                 let next = match ready {
                     Some(next) => next,
                     None if gathered > 0 => break,
+                    None if yields < MAX_YIELDS
+                        && self.last_content.is_some()
+                        && (!self.out.is_empty() || self.pending.is_some())
+                        && self.out.len() < FLUSH_BYTES =>
+                    {
+                        // Let the other tasks run once before writing: when
+                        // the gateway is busy, more tokens arrive meanwhile
+                        // and go out in the same write; when it is idle this
+                        // costs a trip through the scheduler, microseconds.
+                        yields += 1;
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
                     None => {
+                        yields = 0;
+                        let pending = self.pending.take();
+                        if let Err(stop) = self.flush_run(pending).await {
+                            break 'relay Err(stop);
+                        }
                         if self.flush().await.is_err() {
                             break 'relay Err(Stop::ClientGone);
                         }
@@ -251,15 +276,15 @@ impl Relay {
         let _ = &self.inflight;
     }
 
-    /// Handles every complete event the decoder holds.
+    /// Handles every complete event the decoder holds. Plain text chunks
+    /// gather in `pending` until something else comes or the relay writes.
     async fn drain(&mut self, decoder: &mut Decoder, seen_event: &mut bool) -> Result<Flow, Stop> {
-        let mut run: Option<Run> = None;
         loop {
             let event = match decoder.next_event() {
                 Ok(Some(event)) => event,
                 Ok(None) => break,
                 Err(e) => {
-                    self.flush_run(run.take()).await?;
+                    self.flush_pending().await?;
                     self.upstream_failed(&format!("The upstream stream failed: {e}"))
                         .await;
                     return Ok(Flow::Done);
@@ -267,7 +292,7 @@ impl Relay {
             };
             *seen_event = true;
             if event.is_done() {
-                self.flush_run(run.take()).await?;
+                self.flush_pending().await?;
                 return Ok(Flow::Done);
             }
             let data = event.data;
@@ -288,7 +313,6 @@ impl Relay {
             }
             if chunk.is_error {
                 // vLLM reports errors inside a 200 stream, then sends [DONE].
-                self.flush_run(run.take()).await?;
                 self.app
                     .metrics
                     .upstream_errors
@@ -308,15 +332,15 @@ impl Relay {
                     continue;
                 }
                 let index = choice.index;
-                match &mut run {
-                    Some(r) if r.index == index => {
+                match &mut self.pending {
+                    Some(r) if r.index == index && r.text.len() < FLUSH_BYTES => {
                         r.text.push_str(&text);
                         r.events.push(data.clone());
                     }
                     _ => {
                         let text = text.into_owned();
-                        self.flush_run(run.take()).await?;
-                        run = Some(Run {
+                        self.flush_pending().await?;
+                        self.pending = Some(Run {
                             index,
                             text,
                             events: vec![data.clone()],
@@ -325,7 +349,7 @@ impl Relay {
                 }
                 continue;
             }
-            self.flush_run(run.take()).await?;
+            self.flush_pending().await?;
             let has_text = chunk
                 .choices
                 .iter()
@@ -343,8 +367,13 @@ impl Relay {
                 Err(e) => tracing::warn!(error = %e, "skipping a malformed upstream event"),
             }
         }
-        self.flush_run(run).await?;
         Ok(Flow::More)
+    }
+
+    /// Filters and queues the text chunks waiting in `pending`.
+    async fn flush_pending(&mut self) -> Result<(), Stop> {
+        let run = self.pending.take();
+        self.flush_run(run).await
     }
 
     /// Filters a run of plain text chunks as one text.
@@ -478,6 +507,7 @@ impl Relay {
     /// Flushes every open chain (the upstream ended without finish chunks),
     /// sending what they held.
     async fn flush_all(&mut self) -> Result<(), Stop> {
+        self.flush_pending().await?;
         let indices: Vec<u64> = self.chains.keys().copied().collect();
         for index in indices {
             let Some(mut chain) = self.chains.remove(&index) else {

@@ -1,8 +1,9 @@
 //! The one `wasmtime::Engine`: epoch interruption, pooling allocator, and a
-//! background thread that ticks the epoch every millisecond.
+//! background thread that ticks the epoch every millisecond while any store
+//! exists (and sleeps while none does).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -49,6 +50,37 @@ fn base_config() -> Config {
     config
 }
 
+/// Stores alive in the process. Epochs only matter to running code, so the
+/// ticker sleeps while there is none instead of waking 1,000 times a second.
+static LIVE_STORES: AtomicUsize = AtomicUsize::new(0);
+static WAKE_LOCK: Mutex<()> = Mutex::new(());
+static WAKE: Condvar = Condvar::new();
+
+/// Held by every store (in its data): while one exists, the ticker ticks.
+#[derive(Debug)]
+pub struct LiveStore(());
+
+impl LiveStore {
+    pub fn enter() -> Self {
+        if LIVE_STORES.fetch_add(1, Ordering::SeqCst) == 0 {
+            wake_tickers();
+        }
+        LiveStore(())
+    }
+}
+
+impl Drop for LiveStore {
+    fn drop(&mut self) {
+        LIVE_STORES.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn wake_tickers() {
+    // Taking the lock orders this wake-up after a ticker's last check.
+    let _guard = WAKE_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    WAKE.notify_all();
+}
+
 /// Ticks `engine`'s epoch until the returned handle is dropped.
 pub fn start_epoch_ticker(engine: &Engine) -> EpochTicker {
     let stop = Arc::new(AtomicBool::new(false));
@@ -58,6 +90,13 @@ pub fn start_epoch_ticker(engine: &Engine) -> EpochTicker {
         .name("wasm-epoch".into())
         .spawn(move || {
             while !flag.load(Ordering::Relaxed) {
+                if LIVE_STORES.load(Ordering::SeqCst) == 0 {
+                    let guard = WAKE_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+                    if LIVE_STORES.load(Ordering::SeqCst) == 0 && !flag.load(Ordering::Relaxed) {
+                        let _ = WAKE.wait_timeout(guard, Duration::from_secs(1));
+                    }
+                    continue;
+                }
                 std::thread::sleep(EPOCH_TICK);
                 engine.increment_epoch();
             }
@@ -76,6 +115,7 @@ pub struct EpochTicker {
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        wake_tickers();
     }
 }
 

@@ -63,6 +63,8 @@ pub struct StoreState {
     stderr: MemoryOutputPipe,
     /// Set for agent runs: what the agent-only imports work with.
     pub agent: Option<super::agent::AgentCtx>,
+    /// Keeps the epoch ticker running while this store exists.
+    _live: super::engine::LiveStore,
 }
 
 impl StoreState {
@@ -91,6 +93,7 @@ impl StoreState {
             config,
             stderr,
             agent: None,
+            _live: super::engine::LiveStore::enter(),
         }
     }
 
