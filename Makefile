@@ -68,6 +68,7 @@ fmt:
 
 lint: setup
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(COMPONENTS)) -- -D warnings
 
@@ -84,6 +85,7 @@ test: lint components build $(PY_VENV)/.installed-$(OPENAI_VERSION)
 	$(MAKE) test-ui
 	$(MAKE) test-ops
 	$(MAKE) test-bench
+	$(MAKE) test-fuzz
 
 ## Ops checks (tests/ops): the compose files (docker-compose config, compose-spec schema), the
 ## Dockerfile (hadolint) and its entrypoint (shellcheck), prometheus.yml and the alert rules
@@ -150,3 +152,53 @@ bench-peers: components $(LITELLM_VENV)/.installed-$(LITELLM_VERSION)
 test-bench: components
 	$(CARGO) build -p wasmgate -p vllm-sim -p wasmgate-bench
 	target/debug/wasmgate-bench --smoke --bin-dir target/debug --out-dir $(BENCH_OUT)
+
+## Fuzzing (issue 7): cargo-fuzz targets in fuzz/ (a workspace of its own) for the request
+## parser, the default guard's streaming output filter (any split of an answer must give the
+## redaction of the whole) and the upstream SSE decoder with the chunk view; docs/security.md
+## says what each proves. `make fuzz` runs each target FUZZ_SECONDS (default 5 minutes);
+## `make test-fuzz` (part of `make test`) runs each FUZZ_SMOKE_SECONDS. A crash fails the run
+## and leaves its input in fuzz/artifacts/TARGET/ (replay: `make fuzz-repro
+## FUZZ_TARGET=... FUZZ_INPUT=...`). The seeds in fuzz/corpus/TARGET/ are read, never written:
+## what the fuzzer learns goes to $(FUZZ_OUT)/corpus/TARGET/. cargo-fuzz needs nightly flags
+## (sanitizer and coverage instrumentation): the stable toolchain accepts them with
+## RUSTC_BOOTSTRAP=1, set here for these builds only.
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_FUZZ  := target/tools/bin/cargo-fuzz
+FUZZ_TARGETS := request_parser output_filter_splits sse_decoder
+FUZZ_SECONDS ?= 300
+FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_OUT    := target/fuzz
+FUZZ        := RUSTC_BOOTSTRAP=1 $(CARGO_FUZZ) fuzz
+FUZZ_BUILD  := -O --debug-assertions --target-dir $(FUZZ_OUT)
+FUZZ_ARGS   := -timeout=10 -max_len=8192 -rss_limit_mb=2048 -print_final_stats=1
+
+.PHONY: fuzz test-fuzz fuzz-tools fuzz-repro
+fuzz-tools:
+	@if ! $(CARGO_FUZZ) fuzz --version 2>/dev/null | grep -qx 'cargo-fuzz $(CARGO_FUZZ_VERSION)'; then \
+	  $(CARGO) install --root target/tools --locked --force cargo-fuzz --version $(CARGO_FUZZ_VERSION); fi
+
+# $(1): seconds per target.
+define fuzz-all
+	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --target-dir $(FUZZ_OUT) -- -D warnings
+	$(FUZZ) build $(FUZZ_BUILD)
+	@mkdir -p $(FUZZ_OUT)/logs
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_OUT)/corpus/$$t; log=$(FUZZ_OUT)/logs/$$t.log; \
+	  if ! $(FUZZ) run $(FUZZ_BUILD) $$t $(FUZZ_OUT)/corpus/$$t fuzz/corpus/$$t -- \
+	      -max_total_time=$(1) -dict=fuzz/dict/$$t.dict $(FUZZ_ARGS) >$$log 2>&1; then \
+	    grep -A4 -m1 'panicked at' $$log || true; tail -n 40 $$log; \
+	    echo "fuzz target $$t FAILED (full log: $$log)" >&2; exit 1; \
+	  fi; \
+	  echo "fuzz target $$t: $$(grep -o 'Done [0-9]* runs in [0-9]* second(s)' $$log), $$(grep -o 'cov: [0-9]*' $$log | tail -n1) edges, no crash"; \
+	done
+endef
+
+fuzz: fuzz-tools
+	$(call fuzz-all,$(FUZZ_SECONDS))
+
+test-fuzz: fuzz-tools
+	$(call fuzz-all,$(FUZZ_SMOKE_SECONDS))
+
+fuzz-repro: fuzz-tools
+	$(FUZZ) run $(FUZZ_BUILD) $(FUZZ_TARGET) $(FUZZ_INPUT)

@@ -67,28 +67,7 @@ impl Default for ComponentDefaults {
 }
 
 /// Request validation limits (`[validation]` in the settings file).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ValidationLimits {
-    pub max_messages: usize,
-    /// Characters of one message's content.
-    pub max_message_chars: usize,
-    /// Characters of all messages together.
-    pub max_total_chars: usize,
-    /// Largest `max_tokens` accepted.
-    pub max_tokens: u64,
-}
-
-impl Default for ValidationLimits {
-    fn default() -> Self {
-        Self {
-            max_messages: 256,
-            max_message_chars: 200_000,
-            max_total_chars: 1_000_000,
-            max_tokens: 131_072,
-        }
-    }
-}
+pub use wasmgate_protocol::request::ValidationLimits;
 
 /// The `NAME.toml` beside a component. Every field is optional.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
