@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
-COMPONENTS  := guard agent banned-words loop-forever alloc-bomb trap net-sneak
+COMPONENTS  := guard agent banned-words loop-forever alloc-bomb trap net-sneak remember
 COMPONENT_OUT := target/$(WASM_TARGET)/component
 PY_VENV     := .venv
 OPENAI_VERSION := 2.54.0

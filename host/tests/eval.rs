@@ -65,3 +65,32 @@ fn eval_reports_quality_and_latency_of_the_default_guard() {
     assert!(!strict.status.success());
     assert!(String::from_utf8_lossy(&strict.stderr).contains("targets missed"));
 }
+
+/// A fresh instance per call, even though the pooling allocator hands the
+/// same memory slot back and resets it in place: the `remember` fixture blocks
+/// when a static, initialised data or a grown page still holds what an
+/// earlier call wrote.
+#[test]
+fn no_state_survives_from_one_check_input_to_the_next() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("rows.jsonl");
+    let rows: String = (0..200)
+        .map(|i| format!("{{\"text\": \"hello {i}\", \"label\": \"benign\"}}\n"))
+        .collect();
+    std::fs::write(&data, rows).expect("write rows");
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args(["eval", "--json", "--guard"])
+        .arg(common::component("remember"))
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .expect("run eval");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["tn"], 200, "{v}");
+    assert_eq!(v["faults"], 0, "{v}");
+}
