@@ -7,15 +7,13 @@ use std::process::Command;
 
 use serde_json::Value;
 
-#[test]
-fn eval_reports_quality_and_latency_of_the_default_guard() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/guard-dev.jsonl");
-    assert!(data.exists(), "{} is missing", data.display());
+/// `wasmgate eval --json` of the built component `name` on `data`; it must succeed.
+fn eval_json(name: &str, data: &Path) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
         .args(["eval", "--json", "--guard"])
-        .arg(common::component("guard"))
+        .arg(common::component(name))
         .arg("--data")
-        .arg(&data)
+        .arg(data)
         .output()
         .expect("run eval");
     assert!(
@@ -23,7 +21,14 @@ fn eval_reports_quality_and_latency_of_the_default_guard() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+#[test]
+fn eval_reports_quality_and_latency_of_the_default_guard() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/guard-dev.jsonl");
+    assert!(data.exists(), "{} is missing", data.display());
+    let v = eval_json("guard", &data);
     for key in [
         "tp",
         "fp",
@@ -78,19 +83,7 @@ fn no_state_survives_from_one_check_input_to_the_next() {
         .map(|i| format!("{{\"text\": \"hello {i}\", \"label\": \"benign\"}}\n"))
         .collect();
     std::fs::write(&data, rows).expect("write rows");
-    let out = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
-        .args(["eval", "--json", "--guard"])
-        .arg(common::component("remember"))
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .expect("run eval");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let v = eval_json("remember", &data);
     assert_eq!(v["tn"], 200, "{v}");
     assert_eq!(v["faults"], 0, "{v}");
 }
