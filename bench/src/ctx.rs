@@ -144,6 +144,22 @@ impl Ctx {
         )
     }
 
+    /// With `--litellm`, starts the peer in front of `sim` and adds its target;
+    /// the returned process lives as long as the scenario needs it.
+    pub async fn peer(
+        &self,
+        name: &str,
+        sim: &Proc,
+        targets: &mut Vec<Target>,
+    ) -> anyhow::Result<Option<Proc>> {
+        if self.litellm.is_none() {
+            return Ok(None);
+        }
+        let (proc, target) = self.litellm(name, sim).await?;
+        targets.push(target);
+        Ok(Some(proc))
+    }
+
     /// Starts LiteLLM's proxy (one worker) in front of `sim`, waits until it
     /// answers a chat request, and returns it with its target.
     pub async fn litellm(&self, name: &str, sim: &Proc) -> anyhow::Result<(Proc, Target)> {

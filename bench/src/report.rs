@@ -280,18 +280,7 @@ fn guard(o: &mut String, s: &Value) {
         us_ms(&s["noise_floor_us"]["p99"])
     );
     if let Some(g) = find(&s["targets"], "wasmgate, default guard") {
-        let parts: Vec<String> = g["components"]["by_export"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| {
-                format!(
-                    "`{k}` {} µs × {}",
-                    num(&v["mean_us_per_call"], 0),
-                    num(&v["calls_per_request"], 2)
-                )
-            })
-            .collect();
+        let parts = component_calls(&g["components"]);
         let _ = writeln!(o, "Default guard, per request: {}.", parts.join(", "));
     }
     o.push('\n');
@@ -522,18 +511,7 @@ fn agent(o: &mut String, s: &Value) {
         delta(&t["added_p50_ms"], 2),
         delta(&t["added_p99_ms"], 2)
     );
-    let parts: Vec<String> = s["components"]["by_export"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| {
-            format!(
-                "`{k}` {} µs × {}",
-                num(&v["mean_us_per_call"], 0),
-                num(&v["calls_per_request"], 2)
-            )
-        })
-        .collect();
+    let parts = component_calls(&s["components"]);
     let _ = writeln!(
         o,
         "\nBounds: noise floor ±{} / ±{} ms (direct pairs against themselves). Component calls per run (the gateway's histogram): {}. \
@@ -704,6 +682,22 @@ pub fn now_utc() -> String {
     let mo = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(mo <= 2);
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02} UTC")
+}
+
+/// The gateway's component calls per request (`by_export`): "`name/export` N µs × calls".
+fn component_calls(components: &Value) -> Vec<String> {
+    components["by_export"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            format!(
+                "`{k}` {} µs × {}",
+                num(&v["mean_us_per_call"], 0),
+                num(&v["calls_per_request"], 2)
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

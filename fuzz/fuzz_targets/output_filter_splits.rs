@@ -11,7 +11,7 @@
 #![no_main]
 
 use guard::pii::{Kinds, MAX_HOLD, redact_with};
-use guard::policy::{Filtered, OutputGuard, OutputSettings};
+use guard::policy::{OutputGuard, OutputSettings};
 use libfuzzer_sys::fuzz_target;
 
 const CANARY_HEX: &str = "0123456789abcdef";
@@ -114,19 +114,7 @@ fn cut<'a>(text: &'a str, lengths: &[u8]) -> Vec<&'a str> {
 
 /// Feeds `pieces` then finishes: the text emitted and the block category.
 fn run(system: &str, settings: &OutputSettings, pieces: &[&str]) -> (String, Option<String>) {
-    let mut g = OutputGuard::new(&[system], settings);
-    let mut out = String::new();
-    for p in pieces {
-        match g.push(p) {
-            Filtered::Emit(s) => out.push_str(&s),
-            Filtered::Block(b) => return (out, Some(b.category)),
-        }
-    }
-    match g.finish() {
-        Filtered::Emit(s) => out.push_str(&s),
-        Filtered::Block(b) => return (out, Some(b.category)),
-    }
-    (out, None)
+    OutputGuard::new(&[system], settings).run_to_end(pieces)
 }
 
 /// Longest run of bytes the redactor may hold back (a superset: the ASCII

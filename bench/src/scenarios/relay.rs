@@ -49,13 +49,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Value> {
         bare.target("wasmgate, no guard"),
     ];
     targets[0].pid = None;
-    let _peer = if ctx.litellm.is_some() {
-        let (p, t) = ctx.litellm("relay", &sim).await?;
-        targets.push(t);
-        Some(p)
-    } else {
-        None
-    };
+    let _peer = ctx.peer("relay", &sim, &mut targets).await?;
     let body = chat_body(true, tokens, "Write a long story.");
     // Tokens are counted as content bytes divided by each path's bytes per
     // token, taken from a whole warm-up answer and its `usage`: a filter that

@@ -58,13 +58,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Value> {
         gate_nh.target("wasmgate, output PII redaction off"),
     ];
     targets[0].pid = None;
-    let _peer = if ctx.litellm.is_some() {
-        let (p, t) = ctx.litellm("ttft", &sim).await?;
-        targets.push(t);
-        Some(p)
-    } else {
-        None
-    };
+    let _peer = ctx.peer("ttft", &sim, &mut targets).await?;
     // Warm every path (connections, model list caches, compiled code).
     for t in &targets {
         Load::new(t, chat_body(true, 2, "warm up"), 4, Until::Count(3))

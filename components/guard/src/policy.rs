@@ -592,6 +592,23 @@ impl OutputGuard {
         out.push_str(&self.redactor.finish());
         Filtered::Emit(out)
     }
+
+    /// Feeds `pieces` then finishes: the text emitted and, if the filter
+    /// blocked, the block's category (for tests and the fuzz target).
+    pub fn run_to_end(&mut self, pieces: &[&str]) -> (String, Option<String>) {
+        let mut out = String::new();
+        for p in pieces {
+            match self.push(p) {
+                Filtered::Emit(s) => out.push_str(&s),
+                Filtered::Block(b) => return (out, Some(b.category)),
+            }
+        }
+        match self.finish() {
+            Filtered::Emit(s) => out.push_str(&s),
+            Filtered::Block(b) => return (out, Some(b.category)),
+        }
+        (out, None)
+    }
 }
 
 #[cfg(test)]
@@ -609,18 +626,7 @@ mod tests {
 
     /// Feeds `pieces`; returns the emitted text and the block category, if any.
     fn run(g: &mut OutputGuard, pieces: &[&str]) -> (String, Option<String>) {
-        let mut out = String::new();
-        for p in pieces {
-            match g.push(p) {
-                Filtered::Emit(s) => out.push_str(&s),
-                Filtered::Block(b) => return (out, Some(b.category)),
-            }
-        }
-        match g.finish() {
-            Filtered::Emit(s) => out.push_str(&s),
-            Filtered::Block(b) => return (out, Some(b.category)),
-        }
-        (out, None)
+        g.run_to_end(pieces)
     }
 
     fn split_everywhere(

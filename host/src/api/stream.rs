@@ -114,6 +114,8 @@ struct Run {
     index: u64,
     text: String,
     events: Vec<Bytes>,
+    /// Where the first event's text sits in its bytes.
+    span: std::ops::Range<usize>,
 }
 
 struct Relay {
@@ -332,6 +334,7 @@ impl Relay {
                     continue;
                 }
                 let index = choice.index;
+                let span = chunk.content_span(choice);
                 match &mut self.pending {
                     Some(r) if r.index == index && r.text.len() < FLUSH_BYTES => {
                         r.text.push_str(&text);
@@ -340,22 +343,30 @@ impl Relay {
                     _ => {
                         let text = text.into_owned();
                         self.flush_pending().await?;
+                        let Some(span) = span else {
+                            // Cannot happen for a plain chunk; send it through the generic path.
+                            if let Ok(value) = serde_json::from_slice::<Value>(&data) {
+                                self.on_event(value).await?;
+                            }
+                            continue;
+                        };
                         self.pending = Some(Run {
                             index,
                             text,
                             events: vec![data.clone()],
+                            span,
                         });
                     }
                 }
                 continue;
             }
             self.flush_pending().await?;
-            let has_text = chunk
-                .choices
-                .iter()
-                .any(|c| c.content().is_some_and(|t| !t.is_empty()));
             if !self.filtered && (chunk.usage.is_none() || self.req.include_usage) {
                 // Nothing to change: forward as the upstream wrote it.
+                let has_text = chunk
+                    .choices
+                    .iter()
+                    .any(|c| c.content().is_some_and(|t| !t.is_empty()));
                 if has_text {
                     self.observe_token();
                 }
@@ -401,17 +412,8 @@ impl Relay {
             let Some(first) = run.events.first() else {
                 return Ok(());
             };
-            let edited = Chunk::parse(first).ok().and_then(|chunk| {
-                let span = chunk.content_span(chunk.plain_content()?)?;
-                Some(replace_content(first, span, &out))
-            });
-            match edited {
-                Some(edited) => self.send_event(&edited).await?,
-                None => {
-                    let chunk = self.content_chunk(run.index, &out);
-                    self.send_json(&chunk).await?;
-                }
-            }
+            self.send_event(&replace_content(first, run.span, &out))
+                .await?;
             self.observe_token();
         }
         Ok(())
